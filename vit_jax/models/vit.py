@@ -1,0 +1,323 @@
+"""The Vision Transformer (Dosovitskiy et al., 2021, Sec. 3.1, Eq. 1-4).
+
+The parameter tree is the official vision_transformer repo's linen tree, so
+its published .npz checkpoints load unchanged (see vit_jax.checkpoint):
+
+  embedding/{kernel,bias}, cls, Transformer/posembed_input/pos_embedding,
+  Transformer/encoderblock_{i}/{LayerNorm_0, MultiHeadDotProductAttention_0,
+  LayerNorm_1, MlpBlock_0}, Transformer/encoder_norm, pre_logits, head.
+
+Two collections can be made mutable in `apply` for analysis:
+  'attention':     per block, the (B, heads, T, T) attention probabilities;
+  'intermediates': the pre-logits representation, for linear probes.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vit_jax.models.resnet import ResNetSpec, hybrid_stem
+
+Dtype = Any
+LAYER_NORM_EPSILON = 1e-6  # The official code's value; flax's default is 1e-6 too.
+POSEMB_KINDS = ("learn_1d", "learn_2d", "relative", "none")
+CLASSIFIERS = ("token", "gap")
+
+xavier_uniform = nn.initializers.xavier_uniform()
+tiny_normal = nn.initializers.normal(stddev=1e-6)  # Official bias init of the MLP.
+
+
+class AddPositionEmbs(nn.Module):
+    """Learned position embeddings added to the token sequence (Eq. 1).
+
+    `learn_1d` is one (1, T, D) table, the paper's default. `learn_2d` (App.
+    D.4) learns a row and a column table of D/2 each and concatenates them
+    per patch; the class token gets an embedding of its own.
+    """
+
+    kind: str
+    grid: tuple[int, int]
+    has_class_token: bool
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.normal(stddev=0.02)
+        hidden = x.shape[-1]
+        if self.kind == "learn_1d":
+            table = self.param("pos_embedding", init, (1, x.shape[1], hidden), self.param_dtype)
+            return x + table
+        if self.kind == "learn_2d":
+            if hidden % 2:
+                raise ValueError(f"posemb='learn_2d' needs an even hidden size, got {hidden}.")
+            rows, cols = self.grid
+            row = self.param("pos_embedding_row", init, (rows, hidden // 2), self.param_dtype)
+            col = self.param("pos_embedding_col", init, (cols, hidden // 2), self.param_dtype)
+            table = jnp.concatenate(
+                [
+                    jnp.broadcast_to(row[:, None], (rows, cols, hidden // 2)),
+                    jnp.broadcast_to(col[None, :], (rows, cols, hidden // 2)),
+                ],
+                axis=-1,
+            ).reshape(1, rows * cols, hidden)
+            if self.has_class_token:
+                cls = self.param("pos_embedding_cls", init, (1, 1, hidden), self.param_dtype)
+                table = jnp.concatenate([cls, table], axis=1)
+            return x + table
+        return x  # 'none', and 'relative' (which biases attention instead).
+
+
+class RelativePositionBias(nn.Module):
+    """A learned per-head attention bias indexed by the 2-D offset of two
+    patches (the 'relative' row of Table 8). The class token's interactions
+    get three extra learned entries (token→cls, cls→token, cls→cls)."""
+
+    grid: tuple[int, int]
+    num_heads: int
+    has_class_token: bool
+
+    @nn.compact
+    def __call__(self):
+        rows, cols = self.grid
+        num_offsets = (2 * rows - 1) * (2 * cols - 1)
+        table = self.param(
+            "rel_embedding", nn.initializers.zeros, (num_offsets + 3, self.num_heads)
+        )
+        r, c = jnp.meshgrid(jnp.arange(rows), jnp.arange(cols), indexing="ij")
+        r, c = r.reshape(-1), c.reshape(-1)
+        index = (r[:, None] - r[None, :] + rows - 1) * (2 * cols - 1) + (
+            c[:, None] - c[None, :] + cols - 1
+        )
+        if self.has_class_token:
+            n = rows * cols
+            index = jnp.pad(index, ((1, 0), (1, 0)))
+            index = index.at[0, 1:].set(num_offsets).at[1:, 0].set(num_offsets + 1)
+            index = index.at[0, 0].set(num_offsets + 2)
+            assert index.shape == (n + 1, n + 1)
+        return table[index].transpose(2, 0, 1)  # (heads, T, T)
+
+
+class MultiHeadDotProductAttention(nn.Module):
+    """Multi-head self-attention with the official q/k/v/out parameter shapes.
+
+    Inference without an attention bias goes through the fused
+    `jax.nn.dot_product_attention` (cuDNN flash attention on GPU); attention
+    dropout, a relative-position bias or a request for the attention maps
+    take the explicit softmax path.
+    """
+
+    num_heads: int
+    dtype: Dtype = jnp.float32
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, *, deterministic: bool, bias=None):
+        hidden = x.shape[-1]
+        if hidden % self.num_heads:
+            raise ValueError(f"hidden size {hidden} is not divisible by {self.num_heads} heads.")
+        head_dim = hidden // self.num_heads
+        dense = lambda name: nn.DenseGeneral(  # noqa: E731
+            (self.num_heads, head_dim), dtype=self.dtype, kernel_init=xavier_uniform, name=name
+        )
+        query, key, value = dense("query")(x), dense("key")(x), dense("value")(x)
+        wants_maps = self.is_mutable_collection("attention")
+        uses_dropout = not deterministic and self.dropout_rate > 0
+        if wants_maps or uses_dropout or bias is not None:
+            logits = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(head_dim).astype(
+                self.dtype
+            )
+            if bias is not None:
+                logits = logits + bias.astype(logits.dtype)
+            weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+            if wants_maps:
+                self.sow("attention", "weights", weights)
+            if uses_dropout:
+                weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
+            out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+        else:
+            out = jax.nn.dot_product_attention(query, key, value)
+        return nn.DenseGeneral(
+            hidden, axis=(-2, -1), dtype=self.dtype, kernel_init=xavier_uniform, name="out"
+        )(out)
+
+
+class MlpBlock(nn.Module):
+    """Dense(mlp_dim) → GELU → Dense(D), dropout after each Dense."""
+
+    mlp_dim: int
+    dtype: Dtype = jnp.float32
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, *, deterministic: bool):
+        dense = lambda features: nn.Dense(  # noqa: E731
+            features, dtype=self.dtype, kernel_init=xavier_uniform, bias_init=tiny_normal
+        )
+        y = nn.gelu(dense(self.mlp_dim)(x), approximate=False)
+        y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+        y = dense(x.shape[-1])(y)
+        return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+
+
+class Encoder1DBlock(nn.Module):
+    """One pre-norm block: z' = MSA(LN(z)) + z ; z = MLP(LN(z')) + z' (Eq. 2-3)."""
+
+    mlp_dim: int
+    num_heads: int
+    dtype: Dtype = jnp.float32
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool, attention_bias=None):
+        # Stochastic depth drops a whole residual branch per example.
+        drop_path = lambda y: nn.Dropout(  # noqa: E731
+            self.drop_path_rate, broadcast_dims=tuple(range(1, y.ndim))
+        )(y, deterministic=deterministic)
+        y = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype, name="LayerNorm_0")(x)
+        y = MultiHeadDotProductAttention(
+            self.num_heads,
+            dtype=self.dtype,
+            dropout_rate=self.attention_dropout_rate,
+            name="MultiHeadDotProductAttention_0",
+        )(y, deterministic=deterministic, bias=attention_bias)
+        y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+        x = x + drop_path(y)
+        y = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype, name="LayerNorm_1")(x)
+        y = MlpBlock(
+            self.mlp_dim, dtype=self.dtype, dropout_rate=self.dropout_rate, name="MlpBlock_0"
+        )(y, deterministic=deterministic)
+        return x + drop_path(y)
+
+
+class Encoder(nn.Module):
+    """Position embeddings, dropout, L encoder blocks and the final LayerNorm."""
+
+    num_layers: int
+    mlp_dim: int
+    num_heads: int
+    grid: tuple[int, int]
+    has_class_token: bool
+    posemb: str = "learn_1d"
+    dtype: Dtype = jnp.float32
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    stochastic_depth: float = 0.0
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        x = AddPositionEmbs(self.posemb, self.grid, self.has_class_token, name="posembed_input")(x)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+        # `deterministic` is a Python bool, static for remat (argument 2 incl. self).
+        block_cls = nn.remat(Encoder1DBlock, static_argnums=(2,)) if self.remat else Encoder1DBlock
+        for i in range(self.num_layers):
+            bias = None
+            if self.posemb == "relative":
+                bias = RelativePositionBias(
+                    self.grid, self.num_heads, self.has_class_token, name=f"relpos_{i}"
+                )()[None]
+            x = block_cls(
+                mlp_dim=self.mlp_dim,
+                num_heads=self.num_heads,
+                dtype=self.dtype,
+                dropout_rate=self.dropout_rate,
+                attention_dropout_rate=self.attention_dropout_rate,
+                # Linear in depth, as timm and big_vision do; 0 is the paper.
+                drop_path_rate=self.stochastic_depth * i / max(self.num_layers - 1, 1),
+                name=f"encoderblock_{i}",
+            )(x, not train, bias)
+        return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
+
+
+class VisionTransformer(nn.Module):
+    """ViT and the R50+ViT hybrids. Input: NHWC images in [-1, 1].
+
+    `num_classes=None` (or 0) returns the representation y (after pre-logits
+    when there is one) instead of logits.
+    """
+
+    num_classes: int | None
+    patch_size: tuple[int, int]
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    mlp_dim: int
+    classifier: str = "token"
+    posemb: str = "learn_1d"
+    representation_size: int | None = None
+    resnet: ResNetSpec | None = None
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    stochastic_depth: float = 0.0
+    dtype: Dtype = jnp.float32
+    remat: bool = False
+    head_bias_init: float = 0.0
+
+    def setup_checks(self, images):
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier={self.classifier!r}; choose one of {CLASSIFIERS}.")
+        if self.posemb not in POSEMB_KINDS:
+            raise ValueError(f"posemb={self.posemb!r}; choose one of {POSEMB_KINDS}.")
+        if images.ndim != 4:
+            raise ValueError(f"expected NHWC images, got shape {images.shape}.")
+
+    @nn.compact
+    def __call__(self, images, *, train: bool = False):
+        self.setup_checks(images)
+        x = images.astype(self.dtype)
+        if self.resnet is not None:
+            # Built inline so that its parameters sit at the root of the tree
+            # (conv_root, gn_root, block1, ...), as in the official hybrids.
+            x = hybrid_stem(x, self.resnet, dtype=self.dtype)
+        height, width = x.shape[1:3]
+        ph, pw = self.patch_size
+        if height % ph or width % pw:
+            raise ValueError(
+                f"input feature map {height}x{width} is not divisible by the patch size "
+                f"{ph}x{pw}: resize the images to a multiple of the patch size."
+            )
+        # A PxP stride-P convolution is the linear projection of flattened patches.
+        x = nn.Conv(
+            self.hidden_size,
+            self.patch_size,
+            strides=self.patch_size,
+            padding="VALID",
+            dtype=self.dtype,
+            name="embedding",
+        )(x)
+        batch, rows, cols, hidden = x.shape
+        x = x.reshape(batch, rows * cols, hidden)
+        has_class_token = self.classifier == "token"
+        if has_class_token:
+            cls = self.param("cls", nn.initializers.zeros, (1, 1, hidden))
+            x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (batch, 1, 1)), x], axis=1)
+        x = Encoder(
+            num_layers=self.num_layers,
+            mlp_dim=self.mlp_dim,
+            num_heads=self.num_heads,
+            grid=(rows, cols),
+            has_class_token=has_class_token,
+            posemb=self.posemb,
+            dtype=self.dtype,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            stochastic_depth=self.stochastic_depth,
+            remat=self.remat,
+            name="Transformer",
+        )(x, train=train)
+        x = x[:, 0] if has_class_token else jnp.mean(x, axis=1)
+        if self.representation_size:
+            x = jnp.tanh(nn.Dense(self.representation_size, name="pre_logits")(x))
+        self.sow("intermediates", "pre_logits", x)
+        if not self.num_classes:
+            return x
+        return nn.Dense(
+            self.num_classes,
+            kernel_init=nn.initializers.zeros,
+            bias_init=nn.initializers.constant(self.head_bias_init),
+            name="head",
+        )(x).astype(jnp.float32)
