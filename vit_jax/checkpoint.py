@@ -1,0 +1,630 @@
+"""Checkpoints: the official .npz format, pre-trained loading, and timm export.
+
+Three things live here, each usable on its own:
+
+* `load_npz` / `save_npz`: the published vision_transformer .npz files. A file
+  is a flat `np.savez` archive whose keys are the parameter paths joined by
+  '/'. The releases use an older numbering inside an encoder block
+  (MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3) and store the
+  hybrids' GroupNorm scale/bias as (1, 1, 1, C). Loading accepts both
+  numberings and both GroupNorm shapes and returns the model's own layout;
+  saving writes the published one, so our files and the releases (and timm's
+  loader for them) are interchangeable.
+* `load_pretrained`: a checkpoint fitted to a freshly initialised model for
+  fine-tuning (new head, dropped pre-logits, resized position embeddings).
+* `export_timm` / `import_timm`: a PyTorch `state_dict` with timm's
+  vision_transformer key names, stored as safetensors.
+
+Errors are `CheckpointError` (a ValueError) and name the file or key at fault.
+"""
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import safetensors
+import safetensors.numpy
+import scipy.ndimage
+from absl import logging
+from flax import traverse_util
+
+Params = Mapping[str, Any]  # A nested dict of arrays, as model.init(...)['params'].
+FlatParams = dict[tuple[str, ...], np.ndarray]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not fit the model."""
+
+
+# ---------------------------------------------------------------------------
+# The published .npz layout.
+
+# Module names inside `encoderblock_{i}`: the releases' numbering → ours. The
+# old names never occur in our layout, so renaming them is unambiguous.
+_PUBLISHED_TO_MODEL_BLOCK = {
+    "MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
+    "LayerNorm_2": "LayerNorm_1",
+    "MlpBlock_3": "MlpBlock_0",
+}
+_MODEL_TO_PUBLISHED_BLOCK = {new: old for old, new in _PUBLISHED_TO_MODEL_BLOCK.items()}
+_ENCODER_BLOCK = re.compile(r"encoderblock_\d+")
+_GROUP_NORM = re.compile(r"gn(_root|_proj|\d+)")  # The ResNet stems' GroupNorm modules.
+_PUBLISHED_GROUP_NORM_SHAPE = (1, 1, 1)  # Leading axes of a published GN scale/bias.
+
+
+def _rename_block_modules(flat: FlatParams, renames: Mapping[str, str]) -> FlatParams:
+    """Renames the module directly under each encoder block; refuses collisions,
+    which only a file mixing both numberings would produce."""
+    out = {}
+    for path, value in flat.items():
+        new_path = tuple(
+            renames.get(name, name) if i > 0 and _ENCODER_BLOCK.fullmatch(path[i - 1]) else name
+            for i, name in enumerate(path)
+        )
+        if new_path in out:
+            raise CheckpointError(
+                f"parameter {'/'.join(new_path)} appears under both block numberings "
+                "(e.g. LayerNorm_1 and LayerNorm_2 in one block); the checkpoint is inconsistent."
+            )
+        out[new_path] = value
+    return out
+
+
+def _is_group_norm_param(path: tuple[str, ...]) -> bool:
+    is_norm_leaf = len(path) >= 2 and path[-1] in ("scale", "bias")
+    return is_norm_leaf and bool(_GROUP_NORM.fullmatch(path[-2]))
+
+
+def to_model_layout(flat: FlatParams) -> FlatParams:
+    """Either numbering and either GroupNorm shape → the model's layout."""
+    flat = _rename_block_modules(flat, _PUBLISHED_TO_MODEL_BLOCK)
+    return {
+        path: value.reshape(value.shape[-1:]) if _is_group_norm_param(path) else value
+        for path, value in flat.items()
+    }
+
+
+def to_published_layout(flat: FlatParams) -> FlatParams:
+    """Either layout → the releases' layout (old numbering, GN as (1, 1, 1, C))."""
+    flat = _rename_block_modules(to_model_layout(flat), _MODEL_TO_PUBLISHED_BLOCK)
+    return {
+        path: value.reshape(_PUBLISHED_GROUP_NORM_SHAPE + value.shape)
+        if _is_group_norm_param(path)
+        else value
+        for path, value in flat.items()
+    }
+
+
+def _to_numpy(value) -> np.ndarray:
+    """A host numpy copy of one parameter. bfloat16 becomes float32 (exact):
+    .npz and safetensors.numpy only know numpy's own dtypes."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        # Parameters sharded across hosts: every host takes part in the gather.
+        from jax.experimental import multihost_utils
+
+        value = multihost_utils.process_allgather(value, tiled=True)
+    value = np.asarray(value)
+    if value.dtype.kind == "V" or value.dtype.name == "bfloat16":
+        value = value.astype(np.float32)
+    return value
+
+
+def _flatten(params: Params) -> FlatParams:
+    if not isinstance(params, Mapping) or not params:
+        raise CheckpointError(
+            f"expected a nested dict of parameters (model.init(...)['params']), got {type(params)}."
+        )
+    return {path: _to_numpy(value) for path, value in traverse_util.flatten_dict(params).items()}
+
+
+def _open(path, mode: str):
+    path = os.fspath(path)
+    if "://" in path:
+        # gs://, s3://, ...: TensorFlow's file systems, as the official code
+        # uses. Imported here because importing TensorFlow takes seconds.
+        import tensorflow as tf
+
+        return tf.io.gfile.GFile(path, mode)
+    return open(path, mode)
+
+
+def load_npz(path) -> dict:
+    """Reads an official (or `save_npz`) checkpoint into the model's layout:
+    a nested dict of numpy arrays, new block numbering, GroupNorm as (C,)."""
+    try:
+        with _open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
+            flat = {tuple(key.split("/")): archive[key] for key in archive.files}
+    except FileNotFoundError as e:
+        raise CheckpointError(f"no checkpoint at {path}: check the path.") from e
+    except Exception as e:  # zipfile, pickle and I/O errors all mean "unreadable".
+        raise CheckpointError(
+            f"could not read the checkpoint {path} ({type(e).__name__}: {e}); "
+            "the file is corrupt, truncated or not an .npz archive: download or save it again."
+        ) from e
+    if not flat:
+        raise CheckpointError(f"the checkpoint {path} holds no arrays.")
+    return traverse_util.unflatten_dict(to_model_layout(flat))
+
+
+def save_npz(path, params: Params) -> None:
+    """Writes `params` (either layout) in the published layout, keys joined by
+    '/'. Local files are written to a temporary name and renamed, so a reader
+    never sees half a file."""
+    flat = to_published_layout(_flatten(params))
+    arrays = {"/".join(path): value for path, value in flat.items()}
+    path = os.fspath(path)
+    if "://" in path:
+        with _open(path, "wb") as f:
+            np.savez(f, **arrays)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------------------
+# Fitting a pre-trained checkpoint to a new model.
+
+_POSEMB_1D = ("Transformer", "posembed_input", "pos_embedding")
+_POSEMB_ROW = ("Transformer", "posembed_input", "pos_embedding_row")
+_POSEMB_COL = ("Transformer", "posembed_input", "pos_embedding_col")
+
+
+def _square_grid(num_tokens: int, what: str, argument: str) -> tuple[int, int]:
+    side = int(round(np.sqrt(num_tokens)))
+    if side * side != num_tokens:
+        raise CheckpointError(
+            f"the {what} position embeddings hold {num_tokens} patch tokens, not a square "
+            f"grid: pass {argument}=(rows, cols)."
+        )
+    return side, side
+
+
+def zoom_grid(grid: np.ndarray, new_shape: tuple[int, ...]) -> np.ndarray:
+    """Linear interpolation of the leading axes of `grid` to `new_shape`
+    (corners aligned); the last axis (features) is kept. This is exactly
+    scipy.ndimage.zoom(grid, (new/old, ..., 1), order=1), the official code's
+    resize (PAPER.md §2)."""
+    old_shape = grid.shape[:-1]
+    if tuple(old_shape) == tuple(new_shape):
+        return grid
+    factors = [new / old for new, old in zip(new_shape, old_shape, strict=True)] + [1]
+    zoomed = scipy.ndimage.zoom(grid, factors, order=1)
+    assert zoomed.shape[:-1] == tuple(new_shape), (zoomed.shape, new_shape)
+    return zoomed
+
+
+def resize_pos_embedding(
+    posemb: np.ndarray,
+    num_tokens: int,
+    *,
+    source_has_class_token: bool,
+    target_has_class_token: bool,
+    source_grid: tuple[int, int] | None = None,
+    target_grid: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """A (1, T, D) learned 1-D table resized to `num_tokens` tokens.
+
+    The class token's row is kept (dropped when the target has no class
+    token); the patch rows are reshaped to the (rows, cols, D) grid, resized
+    bilinearly (`zoom_grid`) and flattened again. Grids default to squares.
+    """
+    source_prefix, target_prefix = int(source_has_class_token), int(target_has_class_token)
+    if target_prefix > source_prefix:
+        raise CheckpointError(
+            "the model has a class token but the checkpoint's position embeddings have none "
+            "(it was trained with classifier='gap'): fine-tune it with classifier='gap'."
+        )
+    tokens, patches = posemb[:, :target_prefix], posemb[0, source_prefix:]
+    source_grid = source_grid or _square_grid(len(patches), "checkpoint's", "pretrained_grid")
+    target_grid = target_grid or _square_grid(num_tokens - target_prefix, "model's", "grid")
+    if source_grid[0] * source_grid[1] != len(patches):
+        raise CheckpointError(
+            f"pretrained_grid={source_grid} does not match the checkpoint's {len(patches)} "
+            "patch position embeddings."
+        )
+    if target_grid[0] * target_grid[1] != num_tokens - target_prefix:
+        raise CheckpointError(
+            f"grid={target_grid} does not match the model's {num_tokens - target_prefix} "
+            "patch position embeddings."
+        )
+    logging.info("Resizing position embeddings from a %s grid to %s.", source_grid, target_grid)
+    patches = zoom_grid(patches.reshape(*source_grid, -1), target_grid)
+    return np.concatenate([tokens, patches.reshape(1, -1, posemb.shape[-1])], axis=1)
+
+
+def _config_get(model_config, field: str, default=None):
+    if model_config is None:
+        return default
+    value = model_config.get(field, default)
+    return default if value is None else value
+
+
+def _check_config_matches_init(model_config, init: FlatParams) -> None:
+    """The config and the initialised tree must describe the same model; a
+    mismatch means the caller initialised a different model than it trains."""
+    classifier = _config_get(model_config, "classifier")
+    if classifier is not None and (classifier == "token") != (("cls",) in init):
+        raise CheckpointError(
+            f"model_config says classifier={classifier!r} but init_params "
+            f"{'has' if ('cls',) in init else 'lacks'} a class token: pass the "
+            "parameters of the model you configured."
+        )
+    representation = _config_get(model_config, "representation_size")
+    has_pre_logits = ("pre_logits", "kernel") in init
+    if representation is not None and bool(representation) != has_pre_logits:
+        raise CheckpointError(
+            f"model_config says representation_size={representation} but init_params "
+            f"{'has' if has_pre_logits else 'lacks'} pre_logits: pass the parameters of the "
+            "model you configured."
+        )
+
+
+def _head_needs_replacing(restored: FlatParams, init: FlatParams) -> bool:
+    """A new head when the class count (or the width feeding it) changed, and
+    when pre-logits are dropped: the old head was trained on their output."""
+    init_head = {path: leaf for path, leaf in init.items() if path[0] == "head"}
+    reasons = [
+        f"{'/'.join(path)} {tuple(restored[path].shape)} → {tuple(leaf.shape)}"
+        for path, leaf in init_head.items()
+        if path in restored and restored[path].shape != tuple(leaf.shape)
+    ]
+    if any(path not in restored for path in init_head):
+        reasons.append("the checkpoint has no head")
+    if any(path[0] == "pre_logits" for path in restored) and ("pre_logits", "kernel") not in init:
+        reasons.append("pre_logits dropped")
+    if reasons and init_head:
+        logging.info("Using the model's zero-initialised head (%s).", "; ".join(reasons))
+    return bool(reasons)
+
+
+def _initial_value(path, leaf, model_config):
+    """The init's own value of a leaf the checkpoint does not provide. Abstract
+    leaves (from jax.eval_shape) get the model's head init: zero kernel, bias
+    `head_bias_init` (PAPER.md §1: a zero-initialised head)."""
+    if not isinstance(leaf, jax.ShapeDtypeStruct):
+        return leaf
+    if path[0] != "head":
+        raise CheckpointError(f"{'/'.join(path)} has no value in an abstract init_params.")
+    fill = _config_get(model_config, "head_bias_init", 0.0) if path[-1] == "bias" else 0.0
+    return np.full(leaf.shape, fill, leaf.dtype)
+
+
+def _place_like(value, reference):
+    """`value` with the dtype and device placement (sharding) of `reference`."""
+    value = np.asarray(value).astype(reference.dtype)
+    sharding = getattr(reference, "sharding", None)
+    if sharding is None:
+        return value
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def _resize_learned_2d(path, value, init_shape) -> np.ndarray:
+    """A learn_2d row or column table (n, D/2) resized along n, linearly."""
+    if value.shape[1:] != init_shape[1:]:
+        raise _shape_error(path, value.shape, init_shape)
+    logging.info("Resizing %s from %d to %d entries.", "/".join(path), len(value), init_shape[0])
+    return zoom_grid(value, init_shape[:1])
+
+
+def _shape_error(path, checkpoint_shape, model_shape) -> CheckpointError:
+    return CheckpointError(
+        f"{'/'.join(path)}: the checkpoint has shape {tuple(checkpoint_shape)} but the model "
+        f"expects {tuple(model_shape)}."
+    )
+
+
+def load_pretrained(
+    path,
+    init_params: Params,
+    model_config=None,
+    *,
+    grid: tuple[int, int] | None = None,
+    pretrained_grid: tuple[int, int] | None = None,
+):
+    """A pre-trained checkpoint fitted to a new model, for fine-tuning.
+
+    Args:
+      path: an .npz file (official or `save_npz`), or an already loaded
+        parameter tree (either block numbering).
+      init_params: the freshly initialised parameters of the target model;
+        their structure, shapes and dtypes are the truth. Leaves may be
+        jax.ShapeDtypeStruct (from jax.eval_shape); leaves with a sharding
+        come back as jax.Arrays with that sharding.
+      model_config: optional dict/ConfigDict of model fields. Everything is
+        inferred from init_params (class token ⇔ 'cls', pre-logits ⇔
+        'pre_logits'); `classifier` and `representation_size`, when given, are
+        checked against it, and `head_bias_init` fills an abstract head.
+      grid, pretrained_grid: (rows, cols) of the model's / checkpoint's patch
+        grid, needed only for non-square grids of 1-D position embeddings.
+
+    Returns:
+      A tree with exactly the structure and dtypes of init_params, where
+      * the head keeps the init (zero) values when its shape differs (a new
+        class count) or the checkpoint has none;
+      * pre_logits, and any other checkpoint entry the model lacks, is dropped;
+      * position embeddings are resized to the model's grid (`zoom_grid`);
+      * anything else must match: a missing key or another shape difference
+        raises CheckpointError naming every such key and both shapes.
+    """
+    if isinstance(path, Mapping):
+        restored = to_model_layout(_flatten(path))
+        source = "the given parameters"
+    else:
+        restored = to_model_layout(_flatten(load_npz(path)))
+        source = os.fspath(path)
+    init = traverse_util.flatten_dict(init_params)
+    _check_config_matches_init(model_config, init)
+
+    def fit(key_path, leaf):
+        path = tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in key_path)
+        init_shape = tuple(leaf.shape)
+        if path[0] == "head":
+            if replace_head:
+                return _place_like(_initial_value(path, leaf, model_config), leaf)
+            return _place_like(restored[path], leaf)
+        if path not in restored:
+            problems.append(f"{'/'.join(path)}: missing from the checkpoint (model: {init_shape}).")
+            return leaf
+        value = restored[path]
+        if value.shape == init_shape:
+            return _place_like(value, leaf)
+        try:
+            if path == _POSEMB_1D and value.shape[-1] == init_shape[-1]:
+                value = resize_pos_embedding(
+                    value,
+                    init_shape[1],
+                    source_has_class_token=("cls",) in restored,
+                    target_has_class_token=("cls",) in init,
+                    source_grid=pretrained_grid,
+                    target_grid=grid,
+                )
+            elif path in (_POSEMB_ROW, _POSEMB_COL):
+                value = _resize_learned_2d(path, value, init_shape)
+            else:
+                raise _shape_error(path, value.shape, init_shape)
+        except CheckpointError as e:
+            problems.append(str(e))
+            return leaf
+        return _place_like(value, leaf)
+
+    replace_head = _head_needs_replacing(restored, init)
+    problems: list[str] = []
+    fitted = jax.tree_util.tree_map_with_path(fit, init_params)
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit the model:\n  " + "\n  ".join(problems) + "\nCheck that the "
+            "checkpoint is for this architecture (model name, patch size, classifier)."
+        )
+    dropped = sorted("/".join(path) for path in restored if path not in init)
+    if dropped:
+        logging.info("Not loaded (the model has no such parameter): %s", ", ".join(dropped))
+    return fitted
+
+
+# ---------------------------------------------------------------------------
+# timm (PyTorch) state_dicts.
+
+# (our path, timm's name, layout) for the parameters that map one to one.
+# Layouts: "same"; "linear" (flax (in, out) ↔ torch Linear (out, in));
+# "conv" (HWIO ↔ OIHW); "attn_out" ((heads, head_dim, D) ↔ Linear (D, D)).
+_TIMM_TOP = (
+    ("embedding/kernel", "patch_embed.proj.weight", "conv"),
+    ("embedding/bias", "patch_embed.proj.bias", "same"),
+    ("cls", "cls_token", "same"),
+    ("Transformer/posembed_input/pos_embedding", "pos_embed", "same"),
+    ("Transformer/encoder_norm/scale", "norm.weight", "same"),
+    ("Transformer/encoder_norm/bias", "norm.bias", "same"),
+    # timm's name while it had representation layers (its _load_weights).
+    ("pre_logits/kernel", "pre_logits.fc.weight", "linear"),
+    ("pre_logits/bias", "pre_logits.fc.bias", "same"),
+    ("head/kernel", "head.weight", "linear"),
+    ("head/bias", "head.bias", "same"),
+)
+_TIMM_BLOCK = (
+    ("LayerNorm_0/scale", "norm1.weight", "same"),
+    ("LayerNorm_0/bias", "norm1.bias", "same"),
+    ("MultiHeadDotProductAttention_0/out/kernel", "attn.proj.weight", "attn_out"),
+    ("MultiHeadDotProductAttention_0/out/bias", "attn.proj.bias", "same"),
+    ("LayerNorm_1/scale", "norm2.weight", "same"),
+    ("LayerNorm_1/bias", "norm2.bias", "same"),
+    ("MlpBlock_0/Dense_0/kernel", "mlp.fc1.weight", "linear"),
+    ("MlpBlock_0/Dense_0/bias", "mlp.fc1.bias", "same"),
+    ("MlpBlock_0/Dense_1/kernel", "mlp.fc2.weight", "linear"),
+    ("MlpBlock_0/Dense_1/bias", "mlp.fc2.bias", "same"),
+)
+# Absent for classifier='gap', without pre-logits, and for headless models.
+_TIMM_OPTIONAL = (
+    "cls_token",
+    "pre_logits.fc.weight",
+    "pre_logits.fc.bias",
+    "head.weight",
+    "head.bias",
+)
+_QKV = ("query", "key", "value")  # timm fuses them, in this order, into attn.qkv.
+_ATTENTION = "MultiHeadDotProductAttention_0"
+_TIMM_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.")
+
+
+def _to_torch_layout(value: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "linear":
+        value = value.T
+    elif layout == "conv":
+        value = value.transpose(3, 2, 0, 1)
+    elif layout == "attn_out":
+        value = value.reshape(-1, value.shape[-1]).T
+    return np.ascontiguousarray(value)
+
+
+def _from_torch_layout(value: np.ndarray, layout: str, num_heads: int) -> np.ndarray:
+    if layout == "linear":
+        value = value.T
+    elif layout == "conv":
+        value = value.transpose(2, 3, 1, 0)
+    elif layout == "attn_out":
+        value = value.T.reshape(num_heads, -1, value.shape[0])
+    return np.ascontiguousarray(value)
+
+
+def _unsupported_for_timm(flat: Mapping[str, Any]) -> str | None:
+    """Why a tree is not a plain ViT that timm's VisionTransformer can hold."""
+    if "conv_root/kernel" in flat:
+        return "hybrid (R50+ViT) models"
+    if not any(key.startswith("Transformer/") for key in flat):
+        return "BiT ResNets"
+    if any(key.startswith("Transformer/posembed_input/pos_embedding_") for key in flat):
+        return "posemb='learn_2d'"
+    if any(key.startswith("Transformer/relpos_") for key in flat):
+        return "posemb='relative'"
+    return None
+
+
+def _num_blocks(keys, pattern: re.Pattern) -> int:
+    indices = {int(m.group(1)) for key in keys if (m := pattern.match(key))}
+    if indices != set(range(len(indices))):
+        raise CheckpointError(f"encoder blocks are not numbered 0..n-1: found {sorted(indices)}.")
+    return len(indices)
+
+
+def to_timm_state_dict(params: Params) -> dict[str, np.ndarray]:
+    """Our ViT parameters (either layout) as timm vision_transformer tensors."""
+    return _timm_state_from_flat(_flat_by_name(params))
+
+
+def _flat_by_name(params: Params) -> dict[str, np.ndarray]:
+    return {"/".join(path): value for path, value in to_model_layout(_flatten(params)).items()}
+
+
+def _timm_state_from_flat(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    reason = _unsupported_for_timm(flat)
+    if reason:
+        raise CheckpointError(f"timm export is not supported for {reason}: only plain ViTs.")
+    remaining = dict(flat)
+    state = {}
+    for ours, theirs, layout in _TIMM_TOP:
+        if ours in remaining:
+            state[theirs] = _to_torch_layout(remaining.pop(ours), layout)
+    for i in range(_num_blocks(flat, re.compile(r"Transformer/encoderblock_(\d+)/"))):
+        block = f"Transformer/encoderblock_{i}/"
+        for ours, theirs, layout in _TIMM_BLOCK:
+            state[f"blocks.{i}.{theirs}"] = _to_torch_layout(remaining.pop(block + ours), layout)
+        attention = f"{block}{_ATTENTION}/"
+        kernels = [remaining.pop(f"{attention}{name}/kernel") for name in _QKV]
+        biases = [remaining.pop(f"{attention}{name}/bias") for name in _QKV]
+        # (D, heads, head_dim) → rows of a torch Linear, heads-major as timm reshapes them.
+        state[f"blocks.{i}.attn.qkv.weight"] = np.ascontiguousarray(
+            np.concatenate([k.reshape(k.shape[0], -1).T for k in kernels])
+        )
+        state[f"blocks.{i}.attn.qkv.bias"] = np.concatenate([b.reshape(-1) for b in biases])
+    if remaining:
+        raise CheckpointError(f"timm export has no name for: {', '.join(sorted(remaining))}.")
+    return state
+
+
+def _split_qkv(weight: np.ndarray, bias: np.ndarray, num_heads: int):
+    hidden = weight.shape[1]
+    if weight.shape[0] != 3 * hidden or hidden % num_heads:
+        raise CheckpointError(
+            f"attn.qkv.weight has shape {weight.shape}: expected (3*D, D) with D divisible "
+            f"by num_heads={num_heads}."
+        )
+    head_dim = hidden // num_heads
+    return {
+        name: {
+            "kernel": np.ascontiguousarray(w.T.reshape(hidden, num_heads, head_dim)),
+            "bias": b.reshape(num_heads, head_dim),
+        }
+        for name, w, b in zip(_QKV, np.split(weight, 3), np.split(bias, 3), strict=True)
+    }
+
+
+def from_timm_state_dict(state: Mapping[str, np.ndarray], num_heads: int) -> dict:
+    """timm vision_transformer tensors → our parameter tree. Every key must be
+    understood: layer scale, fc_norm, register tokens and the like are refused."""
+    remaining = dict(state)
+    flat = {}
+
+    def take(theirs, ours, layout):
+        if theirs not in remaining:
+            raise CheckpointError(f"the state_dict lacks {theirs} (for {ours}).")
+        flat[ours] = _from_torch_layout(np.asarray(remaining.pop(theirs)), layout, num_heads)
+
+    for ours, theirs, layout in _TIMM_TOP:
+        if theirs in remaining or theirs not in _TIMM_OPTIONAL:
+            take(theirs, ours, layout)
+    for i in range(_num_blocks(state, _TIMM_BLOCK_KEY)):
+        for ours, theirs, layout in _TIMM_BLOCK:
+            take(f"blocks.{i}.{theirs}", f"Transformer/encoderblock_{i}/{ours}", layout)
+        qkv = f"blocks.{i}.attn.qkv."
+        if qkv + "weight" not in remaining or qkv + "bias" not in remaining:
+            raise CheckpointError(f"the state_dict lacks {qkv}weight or {qkv}bias.")
+        split = _split_qkv(remaining.pop(qkv + "weight"), remaining.pop(qkv + "bias"), num_heads)
+        for name, leaves in split.items():
+            for leaf, value in leaves.items():
+                flat[f"Transformer/encoderblock_{i}/{_ATTENTION}/{name}/{leaf}"] = value
+    if remaining:
+        raise CheckpointError(
+            "not a plain ViT state_dict; no parameter of ours for: "
+            + ", ".join(sorted(remaining))
+            + " (timm variants with layer scale, fc_norm, register tokens, ... are not supported)."
+        )
+    return traverse_util.unflatten_dict({tuple(key.split("/")): v for key, v in flat.items()})
+
+
+def export_timm(params: Params, path) -> None:
+    """Writes a plain ViT's parameters as a timm `state_dict` in safetensors,
+    loadable with timm's `load_checkpoint` / `model.load_state_dict` after
+    `safetensors.torch.load_file`. The head count goes into the metadata so
+    that `import_timm` needs no arguments for files written here."""
+    flat = _flat_by_name(params)
+    state = _timm_state_from_flat(flat)
+    query = flat.get(f"Transformer/encoderblock_0/{_ATTENTION}/query/kernel")
+    metadata = {"format": "pt"}  # What timm and Hugging Face expect of a torch state_dict.
+    if query is not None:
+        metadata["num_heads"] = str(query.shape[1])
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+    safetensors.numpy.save_file(state, path, metadata=metadata)
+
+
+def _resolve_num_heads(path, num_heads: int | None, model_name: str | None) -> int:
+    if num_heads:
+        return num_heads
+    if model_name:
+        from vit_jax.models import model_kwargs  # Only needed for this lookup.
+
+        kwargs = model_kwargs(model_name)
+        if "num_heads" not in kwargs or kwargs.get("resnet") is not None:
+            raise CheckpointError(f"timm import is not supported for {model_name} (plain ViTs).")
+        return kwargs["num_heads"]
+    with safetensors.safe_open(path, framework="np") as f:
+        stored = (f.metadata() or {}).get("num_heads")
+    if stored is None:
+        raise CheckpointError(
+            f"{path} does not record the number of attention heads (needed to split attn.qkv): "
+            "pass num_heads=... or model_name='ViT-B_16'."
+        )
+    return int(stored)
+
+
+def import_timm(path, *, num_heads: int | None = None, model_name: str | None = None) -> dict:
+    """Reads a timm vision_transformer safetensors file into our parameter tree.
+
+    The attention heads come from `num_heads`, else from `model_name` (one of
+    vit_jax.models' names), else from the file's metadata (`export_timm`
+    stores it). Only plain ViTs are supported.
+    """
+    try:
+        state = safetensors.numpy.load_file(path)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"no safetensors file at {path}: check the path.") from e
+    except Exception as e:  # A header or size that does not parse.
+        raise CheckpointError(
+            f"could not read {path} as safetensors ({type(e).__name__}: {e}); "
+            "the file is corrupt or in another format."
+        ) from e
+    return from_timm_state_dict(state, _resolve_num_heads(path, num_heads, model_name))
