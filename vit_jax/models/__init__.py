@@ -58,10 +58,10 @@ def _registry() -> dict[str, tuple[type[nn.Module], dict]]:
             mlp_dim=32,
             num_heads=2,
             num_layers=1,
-            resnet=ResNetSpec((1, 1), 0.25),
+            resnet=ResNetSpec((1, 1), 0.5),
         ),
     )
-    models["BiT-testing"] = (BiTResNet, dict(spec=ResNetSpec((1, 1), 0.25)))
+    models["BiT-testing"] = (BiTResNet, dict(spec=ResNetSpec((1, 1), 0.5)))
     return models
 
 

@@ -22,7 +22,7 @@ class ResNetSpec:
     """Blocks per stage and width multiplier: (3, 4, 6, 3), 1 is ResNet-50x1."""
 
     num_layers: tuple[int, ...]
-    width_factor: float = 1  # 0.25 gives the tiny test stems.
+    width_factor: float = 1  # 0.5 gives the tiny test stems (GroupNorm needs 32+ channels).
 
 
 def weight_standardize(kernel, axis=(0, 1, 2), eps=WS_EPSILON):

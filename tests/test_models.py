@@ -1,0 +1,251 @@
+"""Models: parameter counts, equality with a numpy reference, FLOPs, options, errors."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference_numpy as ref
+
+from vit_jax.models import MODEL_NAMES, get_model
+from vit_jax.models.costs import abstract_params, count_params, forward_flops
+from vit_jax.models.resnet import ResNetSpec, hybrid_stem
+
+# Exact counts with a 1000-class head, no pre-logits, 224 px (PAPER.md §1 and
+# the issue); the paper's 86M/307M/632M are rounded.
+EXACT_PARAMS = {
+    "ViT-B_16": 86_567_656,
+    "ViT-B_32": 88_224_232,
+    "ViT-L_16": 304_326_632,
+    "ViT-L_32": 306_535_400,
+    "ViT-H_14": 632_045_800,
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXACT_PARAMS))
+def test_vit_parameter_counts_are_exact(name):
+    params = abstract_params(get_model(name, num_classes=1000), 224)
+    assert count_params(params) == EXACT_PARAMS[name]
+
+
+def test_bit_r50x1_has_25_5m_parameters():
+    count = count_params(abstract_params(get_model("BiT-R50x1", num_classes=1000), 224))
+    assert abs(count - 25.5e6) / 25.5e6 < 0.01
+
+
+def test_every_registered_model_builds():
+    """Shapes only (jax.eval_shape): nothing the size of ViT-H is allocated."""
+    for name in MODEL_NAMES:
+        resolution = 32 if "testing" in name else 224
+        params = abstract_params(get_model(name, num_classes=10), resolution)
+        assert count_params(params) > 0, name
+    # The hybrid /16 tokenises a stride-16 map, the /32 a stride-32 one.
+    grid16 = abstract_params(get_model("R50+ViT-B_16", 10), 224)
+    grid32 = abstract_params(get_model("R50+ViT-B_32", 10), 224)
+    assert grid16["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 197, 768)
+    assert grid32["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 50, 768)
+    assert "block4" not in grid16 and "block4" in grid32
+    assert len(grid16["block3"]) == 9
+
+
+def test_official_parameter_tree():
+    params = abstract_params(get_model("ViT-B_16", 1000, representation_size=768), 224)
+    assert set(params) == {"embedding", "cls", "Transformer", "pre_logits", "head"}
+    block = params["Transformer"]["encoderblock_11"]
+    assert set(block) == {
+        "LayerNorm_0",
+        "MultiHeadDotProductAttention_0",
+        "LayerNorm_1",
+        "MlpBlock_0",
+    }
+    attn = block["MultiHeadDotProductAttention_0"]
+    assert attn["query"]["kernel"].shape == (768, 12, 64)
+    assert attn["out"]["kernel"].shape == (12, 64, 768)
+    assert params["embedding"]["kernel"].shape == (16, 16, 3, 768)
+    hybrid = abstract_params(get_model("R50+ViT-B_16", 1000), 224)
+    assert {"conv_root", "gn_root", "block1", "block2", "block3"} <= set(hybrid)
+    assert set(hybrid["block1"]["unit1"]) == {
+        "conv1",
+        "conv2",
+        "conv3",
+        "gn1",
+        "gn2",
+        "gn3",
+        "conv_proj",
+        "gn_proj",
+    }
+
+
+def test_vit_b16_forward_flops_match_the_paper():
+    """17.6 GMAC = 35.2 GFLOP per 224 px image (App. Table 6's convention)."""
+    flops = forward_flops(get_model("ViT-B_16", num_classes=1000), 224)
+    assert abs(flops - 35.2e9) / 35.2e9 < 0.02
+
+
+def _random_params(model, images, seed=0):
+    """Initialise, then replace every leaf with noise so zero-inits (head, cls)
+    cannot hide mistakes."""
+    params = model.init(jax.random.key(seed), images)["params"]
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    noisy = [
+        leaf + 0.3 * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, noisy)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"classifier": "gap", "posemb": "learn_2d"},
+        {"classifier": "token", "posemb": "learn_2d", "representation_size": 12},
+        {"posemb": "relative"},
+        {"classifier": "gap", "posemb": "none"},
+    ],
+    ids=["token-1d", "gap-2d", "token-2d-prelogits", "relative", "gap-none"],
+)
+def test_vit_equals_numpy_reference(overrides):
+    model = get_model("testing", num_classes=7, **overrides)
+    images = jax.random.uniform(jax.random.key(3), (2, 16, 12, 3), minval=-1, maxval=1)
+    params = _random_params(model, images)
+    logits = model.apply({"params": params}, images, train=False)
+    expected = ref.vit_forward(
+        jax.tree.map(np.asarray, params),
+        np.asarray(images, np.float64),
+        patch=4,
+        classifier=model.classifier,
+        posemb=model.posemb,
+    )
+    np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=0)
+
+
+def test_fused_and_explicit_attention_agree():
+    """Asking for attention maps takes the explicit softmax path; same logits."""
+    model = get_model("testing", num_classes=5)
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+    params = _random_params(model, images)
+    fused = model.apply({"params": params}, images)
+    explicit, state = model.apply({"params": params}, images, mutable=["attention"])
+    np.testing.assert_allclose(fused, explicit, atol=1e-5)
+    weights = state["attention"]["Transformer"]["encoderblock_0"]["MultiHeadDotProductAttention_0"][
+        "weights"
+    ][0]
+    assert weights.shape == (2, 2, 17, 17)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+
+
+class _Stem(nn.Module):
+    spec: ResNetSpec
+
+    @nn.compact
+    def __call__(self, x):
+        return hybrid_stem(x, self.spec)
+
+
+def test_hybrid_stem_equals_numpy_reference():
+    stem = _Stem(ResNetSpec((1, 2), width_factor=0.5))
+    images = jax.random.uniform(jax.random.key(1), (1, 16, 16, 3), minval=-1, maxval=1)
+    params = _random_params(stem, images)
+    features = stem.apply({"params": params}, images)
+    expected = ref.hybrid_stem_forward(
+        jax.tree.map(lambda a: np.asarray(a, np.float64), params), np.asarray(images, np.float64)
+    )
+    assert features.shape == (1, 2, 2, 256)  # stride 4 root, stride 2 stage 2; 4·64 channels.
+    np.testing.assert_allclose(np.asarray(features), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_hybrid_and_bit_models_run():
+    images = jnp.zeros((2, 32, 32, 3))
+    for name in ("testing-hybrid", "BiT-testing"):
+        model = get_model(name, num_classes=4)
+        params = model.init(jax.random.key(0), images)["params"]
+        assert model.apply({"params": params}, images).shape == (2, 4)
+
+
+def test_num_classes_none_returns_representation():
+    model = get_model("testing", num_classes=None, representation_size=6)
+    images = jnp.zeros((3, 16, 16, 3))
+    params = model.init(jax.random.key(0), images)["params"]
+    assert "head" not in params
+    assert model.apply({"params": params}, images).shape == (3, 6)
+
+
+def test_initialisation_follows_the_official_code():
+    model = get_model("ViT-S_16", num_classes=10)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))["params"]
+    assert not np.any(params["head"]["kernel"]) and not np.any(params["cls"])
+    posemb = params["Transformer"]["posembed_input"]["pos_embedding"]
+    assert abs(float(posemb.std()) - 0.02) < 0.002
+    kernel = params["Transformer"]["encoderblock_0"]["MlpBlock_0"]["Dense_0"]["kernel"]
+    limit = np.sqrt(6 / (384 + 1536))  # Xavier-uniform bound.
+    assert float(jnp.abs(kernel).max()) <= limit and float(jnp.abs(kernel).max()) > 0.9 * limit
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+    model = get_model("testing", num_classes=3, dtype=jnp.bfloat16)
+    images = jnp.ones((2, 16, 16, 3))
+    params = model.init(jax.random.key(0), images)["params"]
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
+    f32 = get_model("testing", num_classes=3).apply({"params": params}, images)
+    bf16 = model.apply({"params": params}, images)
+    assert bf16.dtype == jnp.float32
+    np.testing.assert_allclose(bf16, f32, atol=5e-2)
+
+
+def test_remat_changes_memory_not_results():
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+    plain = get_model("testing", num_classes=3)
+    params = _random_params(plain, images)
+    remat = get_model("testing", num_classes=3, remat=True)
+
+    def loss(model, p):
+        return jnp.sum(model.apply({"params": p}, images, train=True) ** 2)
+
+    np.testing.assert_allclose(loss(plain, params), loss(remat, params), rtol=1e-6)
+    grads_plain = jax.grad(lambda p: loss(plain, p))(params)
+    grads_remat = jax.grad(lambda p: loss(remat, p))(params)
+    for a, b in zip(jax.tree.leaves(grads_plain), jax.tree.leaves(grads_remat), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_dropout_and_stochastic_depth_only_in_training():
+    model = get_model(
+        "testing",
+        num_classes=3,
+        dropout_rate=0.1,
+        attention_dropout_rate=0.1,
+        stochastic_depth=0.5,
+    )
+    images = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3))
+    params = _random_params(model, images)
+    eval_a = model.apply({"params": params}, images, train=False)
+    eval_b = get_model("testing", num_classes=3).apply({"params": params}, images)
+    np.testing.assert_allclose(eval_a, eval_b, atol=1e-6)
+    train = lambda seed: model.apply(  # noqa: E731
+        {"params": params}, images, train=True, rngs={"dropout": jax.random.key(seed)}
+    )
+    assert not np.allclose(train(0), train(1))
+    np.testing.assert_array_equal(train(2), train(2))
+
+
+def test_unknown_model_name_suggests_close_matches():
+    with pytest.raises(ValueError, match="Did you mean ViT-B_16"):
+        get_model("ViT-B16", num_classes=10)
+
+
+def test_unknown_override_lists_the_options():
+    with pytest.raises(ValueError, match="has no option hidden.*options are"):
+        get_model("ViT-B_16", num_classes=10, hidden=3)
+
+
+def test_bad_option_values_and_image_sizes_are_explained():
+    images = jnp.zeros((1, 18, 18, 3))
+    with pytest.raises(ValueError, match="not divisible by the patch size"):
+        get_model("testing", 2).init(jax.random.key(0), images)
+    with pytest.raises(ValueError, match="posemb='sinusoidal'"):
+        get_model("testing", 2, posemb="sinusoidal").init(
+            jax.random.key(0), jnp.zeros((1, 16, 16, 3))
+        )
+    with pytest.raises(ValueError, match="classifier='cls'"):
+        get_model("testing", 2, classifier="cls").init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
