@@ -1,0 +1,132 @@
+"""Schedules, EMA, weight decay and gradient accumulation against closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vit_jax import optim, train
+from vit_jax.models import get_model
+
+
+def _config(**overrides):
+    config = train.default_config()
+    config.update(overrides)
+    return config
+
+
+def test_warmup_then_linear_decay_matches_closed_form():
+    schedule = optim.learning_rate_schedule(0.1, total_steps=110, warmup_steps=10, decay="linear")
+    for step in (0, 3, 10, 50, 110, 200):
+        expected = 0.1 * step / 10 if step < 10 else 0.1 * (1 - min(step - 10, 100) / 100)
+        np.testing.assert_allclose(schedule(step), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_cosine_decay_matches_closed_form_and_end_fraction():
+    schedule = optim.learning_rate_schedule(
+        2.0, total_steps=100, warmup_steps=0, decay="cosine", end_lr_fraction=0.1
+    )
+    for step in (0, 25, 50, 100):
+        expected = 0.2 + 1.8 * 0.5 * (1 + np.cos(np.pi * step / 100))
+        np.testing.assert_allclose(schedule(step), expected, rtol=1e-6)
+
+
+def test_schedule_rejects_warmup_longer_than_training():
+    with pytest.raises(ValueError, match="warmup_steps=100"):
+        optim.learning_rate_schedule(1.0, total_steps=50, warmup_steps=100, decay="cosine")
+
+
+def test_ema_matches_closed_form():
+    # ema_n = d^n p_0 + (1 - d) Σ_{t=1..n} d^(n-t) p_t.
+    decay, values = 0.9, [1.0, 5.0, -2.0, 3.0, 0.5]
+    ema = {"w": jnp.array(values[0])}
+    for value in values[1:]:
+        ema = optim.ema_update(ema, {"w": jnp.array(value)}, decay)
+    n = len(values) - 1
+    expected = decay**n * values[0] + (1 - decay) * sum(
+        decay ** (n - t) * values[t] for t in range(1, n + 1)
+    )
+    np.testing.assert_allclose(ema["w"], expected, rtol=1e-6)
+
+
+def test_decoupled_weight_decay_is_scaled_by_the_full_learning_rate():
+    # SGD without momentum and zero gradient: only the decay moves the params,
+    # p ← p − lr_t · wd · p, and only for kernels (the default wd_mults).
+    params = {"dense": {"kernel": jnp.full((2,), 2.0), "bias": jnp.full((2,), 2.0)}}
+    config = _config(
+        optimizer="sgd", momentum=0.0, lr=0.5, weight_decay=0.1, total_steps=10, lr_decay="constant"
+    )
+    tx, _ = optim.make_optimizer(config, params)
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(new["dense"]["kernel"], 2.0 - 0.5 * 0.1 * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(new["dense"]["bias"], 2.0)
+
+
+def test_adam_first_step_and_clipping():
+    # Adam's first bias-corrected step is lr · g/(|g| + eps) ≈ lr · sign(g),
+    # whatever the clipping did to the magnitude.
+    params = {"w": jnp.array([1.0, -1.0])}
+    config = _config(optimizer="adam", lr=0.01, total_steps=10, lr_decay="constant")
+    tx, _ = optim.make_optimizer(config, params)
+    grads = {"w": jnp.array([30.0, -40.0])}  # Global norm 50 → clipped to 1.
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], [-0.01, 0.01], rtol=1e-5)
+
+
+def test_lr_multipliers_freeze_matching_params():
+    params = {"head": {"kernel": jnp.ones(2)}, "body": {"kernel": jnp.ones(2)}}
+    config = _config(
+        optimizer="sgd",
+        momentum=0.0,
+        lr=1.0,
+        total_steps=10,
+        lr_decay="constant",
+        grad_clip_norm=0.0,
+        lr_mults=[("^head/", 0.0)],
+    )
+    tx, _ = optim.make_optimizer(config, params)
+    updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+    np.testing.assert_allclose(updates["head"]["kernel"], 0.0)
+    np.testing.assert_allclose(updates["body"]["kernel"], -1.0)
+
+
+def test_unknown_optimizer_is_named():
+    with pytest.raises(ValueError, match="optimizer='adamw'.*'adam', 'sgd'"):
+        optim.make_optimizer(_config(optimizer="adamw"), {"w": jnp.ones(1)})
+
+
+def test_four_micro_batches_of_8_equal_one_batch_of_32():
+    model = get_model("testing", num_classes=10)
+    images = jax.random.normal(jax.random.key(0), (32, 8, 8, 1))
+    labels = jax.nn.one_hot(jnp.arange(32) % 10, 10)
+    params = model.init(jax.random.key(1), images[:1])["params"]
+
+    def loss_and_grad(params, batch, index):
+        del index
+
+        def loss_fn(p):
+            logits = model.apply({"params": p}, batch["image"])
+            return jnp.mean(optax.softmax_cross_entropy(logits, batch["labels"])), 0.0
+
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    batch = {"image": images, "labels": labels}
+    (loss_full, _), grads_full = optim.accumulate_gradients(loss_and_grad, params, batch, 1)
+    (loss_acc, _), grads_acc = jax.jit(
+        lambda p, b: optim.accumulate_gradients(loss_and_grad, p, b, 4)
+    )(params, batch)
+    np.testing.assert_allclose(loss_acc, loss_full, rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads_acc, grads_full
+    )
+    # And the same holds for the optimizer update built on them.
+    tx, _ = optim.make_optimizer(_config(total_steps=10, weight_decay=0.1), params)
+    state = tx.init(params)
+    up_full, _ = tx.update(grads_full, state, params)
+    up_acc, _ = tx.update(grads_acc, state, params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), up_acc, up_full
+    )

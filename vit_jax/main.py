@@ -1,0 +1,71 @@
+"""Command line: `python -m vit_jax.main --config=configs/demo.py --workdir=DIR`.
+
+Only parses flags; vit_jax.train owns the loop. Any config field can be
+overridden (`--config.total_steps=100`); a field that does not exist is an
+error before anything starts. Rerunning the same command resumes from the
+latest checkpoint in --workdir.
+
+Multi-host: `jax.distributed.initialize()` is called when --multihost is set,
+when --coordinator_address is given, or (by default) when the job runs under
+SLURM with several tasks, on a multi-host TPU slice, or with
+JAX_COORDINATOR_ADDRESS set. See docs/training.md.
+"""
+
+import os
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file (configs/*.py[:arg]).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and exports go here.")
+_MULTIHOST = flags.DEFINE_enum(
+    "multihost", "auto", ["auto", "yes", "no"], "Call jax.distributed.initialize() first."
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for clusters jax does not detect."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --coordinator_address.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --coordinator_address.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _looks_multihost() -> bool:
+    """The environments where jax.distributed.initialize() finds its peers itself."""
+    env = os.environ
+    slurm = int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1
+    tpu_pod = "," in env.get("TPU_WORKER_HOSTNAMES", "")
+    return slurm or tpu_pod or "JAX_COORDINATOR_ADDRESS" in env
+
+
+def _initialize_distributed() -> None:
+    if _COORDINATOR.value:
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+        )
+    elif _MULTIHOST.value == "yes" or (_MULTIHOST.value == "auto" and _looks_multihost()):
+        jax.distributed.initialize()
+    else:
+        return
+    logging.info(
+        "Process %d of %d, %d local / %d global devices.",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    _initialize_distributed()
+    from vit_jax import train  # After initialize: nothing may touch devices before it.
+
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,488 @@
+"""One training loop, read top to bottom (big_vision style):
+
+  mesh → dataset info → model → abstract init (jax.eval_shape) → jitted init
+  with out_shardings from the regex rules → optimizer → restore or start →
+  loop { jitted step on donated state → metrics → eval → checkpoint } →
+  final checkpoint → .npz export of the params.
+
+The same code runs on one CPU, on 8 simulated CPU devices and on a multi-host
+pod: every array is a global jax.Array laid out on one `Mesh`. A seed and a
+step decide everything (init, data order, dropout), so a resumed run ends in
+the same parameters as one that never stopped. Every config field is listed
+and explained in `default_config()` and in docs/training.md.
+"""
+
+import difflib
+import math
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+from jax.experimental import multihost_utils
+
+from vit_jax import optim, sharding
+from vit_jax.models import get_model
+from vit_jax.train_state import Checkpoints, TrainState, describe_params
+
+LOSSES = ("softmax_xent", "sigmoid_xent")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field the trainer reads, with its default. Configs start from this
+    and override; docs/training.md explains each field."""
+    c = ml_collections.ConfigDict()
+    # Model: a registry name and overrides of its options (see get_model).
+    c.model_name = "testing"
+    c.model = ml_collections.ConfigDict()
+    # Data (vit_jax.data): a dataset name, TFDS-style splits, preprocessing strings.
+    c.dataset = "digits"
+    c.data_dir = None
+    c.train_split = "train"
+    c.test_split = "test"
+    c.pp_train = ""
+    c.pp_eval = ""
+    c.image_size = 16  # What pp_train/pp_eval produce; the model is initialised at it.
+    c.batch_size = 32  # Global, over all devices and hosts.
+    c.eval_batch_size = 0  # 0: same as batch_size.
+    c.prefetch = 2  # Batches placed on device ahead of the step.
+    # Length: total_steps, or total_epochs when total_steps is 0.
+    c.total_steps = 100
+    c.total_epochs = 0.0
+    # Optimiser (vit_jax.optim; weight decay is decoupled and scaled by the full lr).
+    c.optimizer = "adam"  # 'adam' (pre-training) | 'sgd' (fine-tuning, with momentum)
+    c.lr = 1e-3
+    c.b1 = 0.9
+    c.b2 = 0.999
+    c.adam_eps = 1e-8
+    c.momentum = 0.9  # SGD only; 0 disables.
+    c.weight_decay = 0.0
+    c.wd_mults = [(r".*/kernel$", 1.0)]  # (regex, multiplier): which params decay.
+    c.lr_mults = []  # (regex, multiplier) per-parameter lr; 0 freezes.
+    c.warmup_steps = 0
+    c.lr_decay = "cosine"  # 'cosine' | 'linear' | 'constant'
+    c.end_lr_fraction = 0.0  # lr at the last step, as a fraction of lr.
+    c.grad_clip_norm = 1.0  # Global-norm clipping; 0 disables.
+    c.accum_steps = 1  # Micro-batches per step (batch_size must be divisible).
+    # Loss.
+    c.loss = "softmax_xent"  # 'softmax_xent' | 'sigmoid_xent'
+    c.label_smoothing = 0.0
+    # Polyak/EMA averaging of the params, evaluated beside them; 0 disables.
+    c.ema_decay = 0.0
+    c.seed = 0
+    # Sharding (vit_jax.sharding): mesh axes and (regex, spec) placement rules.
+    c.mesh = [("data", -1), ("fsdp", 1)]
+    c.sharding_rules = [(".*", "fsdp")]
+    # Cadences (steps) and checkpoints.
+    c.log_every = 50
+    c.eval_every = 0  # 0: only at the end.
+    c.checkpoint_every = 500  # 0: only at the end (and on SIGTERM).
+    c.keep_checkpoints = 3
+    # Fine-tuning from an official-format .npz: head re-initialised, position
+    # embeddings resized by vit_jax.checkpoint.load_pretrained.
+    c.pretrained = ""
+    c.export_npz = True  # Write params.npz (and params_ema.npz) in the workdir at the end.
+    return c
+
+
+def check_config(config) -> None:
+    """Raises on fields the trainer does not know (typos) or lacks, and on
+    values it cannot use, before anything expensive starts."""
+    known = set(default_config().keys())
+    given = set(config.keys())
+    for name in sorted(given - known):
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"config.{name} is not a field the trainer reads.{hint}")
+    missing = sorted(known - given)
+    if missing:
+        raise ValueError(
+            f"config lacks {', '.join(missing)}: start configs from vit_jax.train.default_config()."
+        )
+    if config.loss not in LOSSES:
+        raise ValueError(f"loss={config.loss!r} is unknown; choose one of {LOSSES}.")
+    if config.optimizer not in optim.OPTIMIZERS:
+        raise ValueError(
+            f"optimizer={config.optimizer!r} is unknown; choose one of {optim.OPTIMIZERS}."
+        )
+    if config.lr_decay not in optim.LR_DECAYS:
+        raise ValueError(
+            f"lr_decay={config.lr_decay!r} is unknown; choose one of {optim.LR_DECAYS}."
+        )
+    if config.accum_steps < 1 or config.batch_size % config.accum_steps:
+        raise ValueError(
+            f"batch_size={config.batch_size} must be divisible by accum_steps="
+            f"{config.accum_steps} (≥ 1)."
+        )
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ValueError(f"ema_decay={config.ema_decay} must be in [0, 1).")
+
+
+def resolve_total_steps(config, num_train_examples: int) -> int:
+    """config.total_steps, or total_epochs over the training split."""
+    if config.total_steps > 0:
+        return int(config.total_steps)
+    if config.total_epochs <= 0:
+        raise ValueError("set config.total_steps or config.total_epochs to a positive value.")
+    return math.ceil(config.total_epochs * num_train_examples / config.batch_size)
+
+
+# ---------------------------------------------------------------- the step
+
+
+def classification_loss(logits, labels, kind: str, label_smoothing: float):
+    """Mean over the batch of softmax or sigmoid cross-entropy with (optionally
+    smoothed) one-hot or multi-hot float labels."""
+    if label_smoothing:
+        labels = labels * (1.0 - label_smoothing) + label_smoothing / labels.shape[-1]
+    if kind == "softmax_xent":
+        return jnp.mean(optax.softmax_cross_entropy(logits, labels))
+    # Sigmoid: summed over classes, as the official JFT code does.
+    return jnp.mean(jnp.sum(optax.sigmoid_binary_cross_entropy(logits, labels), axis=-1))
+
+
+def top1_correct(logits, labels):
+    """1 where the top-scoring class is a positive label (also multi-label)."""
+    predicted = jnp.argmax(logits, axis=-1)
+    return jnp.take_along_axis(labels, predicted[:, None], axis=-1)[:, 0] > 0
+
+
+def make_train_step(model, tx, schedule, config, mesh):
+    """state, batch → state, metrics. One optimizer update on the global batch,
+    averaged over `config.accum_steps` micro-batches."""
+    micro_batch_sharding = sharding.batch_sharding(mesh)
+
+    def loss_and_grad(params, batch, rng):
+        def loss_fn(params):
+            logits = model.apply(
+                {"params": params}, batch["image"], train=True, rngs={"dropout": rng}
+            )
+            loss = classification_loss(logits, batch["labels"], config.loss, config.label_smoothing)
+            return loss, jnp.mean(top1_correct(logits, batch["labels"]))
+
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    def train_step(state: TrainState, batch):
+        step_rng = jax.random.fold_in(state.rng, state.step)  # Exact on resume.
+        (loss, accuracy), grads = optim.accumulate_gradients(
+            lambda p, b, i: loss_and_grad(p, b, jax.random.fold_in(step_rng, i)),
+            state.params,
+            batch,
+            config.accum_steps,
+            constrain=lambda b: jax.lax.with_sharding_constraint(b, micro_batch_sharding),
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_params = state.ema_params
+        if ema_params is not None:
+            ema_params = optim.ema_update(ema_params, params, config.ema_decay)
+        metrics = {
+            "train/loss": loss,
+            "train/accuracy": accuracy,
+            "train/grad_norm": optax.global_norm(grads),
+            "train/lr": schedule(state.step),
+        }
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params
+        )
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(model, config):
+    """params, batch → (correct, count, loss sum) over the unpadded examples."""
+
+    def eval_step(params, batch):
+        logits = model.apply({"params": params}, batch["image"], train=False)
+        mask = batch["mask"].astype(jnp.float32)
+        per_example = jax.vmap(
+            lambda lg, lb: classification_loss(lg[None], lb[None], config.loss, 0.0)
+        )(logits, batch["labels"])
+        correct = top1_correct(logits, batch["labels"]).astype(jnp.float32)
+        return jnp.sum(correct * mask), jnp.sum(mask), jnp.sum(per_example * mask)
+
+    return eval_step
+
+
+# ---------------------------------------------------------------- state
+
+
+def make_state_factory(model, tx, config, image_shape):
+    """rng → a fresh TrainState (pure, so it can be eval_shape'd and jitted)."""
+
+    def create(rng):
+        init_rng, root_rng = jax.random.split(rng)
+        dummy = jnp.zeros((1, *image_shape), jnp.float32)
+        params = model.init(init_rng, dummy, train=False)["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            ema_params=params if config.ema_decay else None,
+            rng=root_rng,
+        )
+
+    return create
+
+
+def global_to_host(tree):
+    """Numpy copies of (possibly multi-host sharded) arrays, on every process."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+# ---------------------------------------------------------------- preemption
+
+
+class PreemptionWatch:
+    """True once SIGTERM arrived (in every process of a multi-host job)."""
+
+    def __init__(self):
+        self._requested = False
+        self._multihost = jax.process_count() > 1
+        self._previous = None
+        if not self._multihost:  # Multi-host: jax's own preemption notifier listens.
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame):
+        del signum, frame
+        self._requested = True
+
+    def requested(self, step: int) -> bool:
+        if self._multihost:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self._requested
+
+    def close(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _progress_line(step, total, metrics, steps_per_sec, images_per_sec):
+    eta = (total - step) / max(steps_per_sec, 1e-9)
+    return (
+        f"step {step}/{total} ({100 * step / total:.0f}%) loss {metrics['train/loss']:.4f} "
+        f"lr {metrics['train/lr']:.2e} grad_norm {metrics['train/grad_norm']:.3f} | "
+        f"{steps_per_sec:.1f} steps/s {images_per_sec:.0f} img/s | "
+        f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}"
+    )
+
+
+def evaluate(eval_step, params_by_name, config, mesh, eval_batch_size):
+    """Accuracy and loss of each named params tree on one pass of the test split."""
+    from vit_jax import data
+
+    results = {}
+    for name, params in params_by_name.items():
+        batches = data.get_iterator(
+            config.dataset,
+            config.test_split,
+            batch_size=eval_batch_size,
+            preprocess=config.pp_eval,
+            train=False,
+            data_dir=config.data_dir,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        totals = np.zeros(3)
+        for batch in data.prefetch_to_device(
+            batches, config.prefetch, sharding.batch_sharding(mesh)
+        ):
+            totals += np.asarray(jax.device_get(eval_step(params, batch)))
+        correct, count, loss = totals
+        results[f"test/{name}accuracy"] = correct / max(count, 1)
+        results[f"test/{name}loss"] = loss / max(count, 1)
+    return results
+
+
+def train_and_evaluate(config, workdir: str) -> TrainState:
+    """Trains per `config`, resuming from the latest checkpoint in `workdir`;
+    returns the final state (also the one saved on preemption)."""
+    from vit_jax import data  # Imported here: it pulls in TensorFlow.
+
+    check_config(config)
+    mesh = sharding.make_mesh(config.mesh)
+    eval_batch_size = config.eval_batch_size or config.batch_size
+    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(eval_batch_size, mesh, "config.eval_batch_size")
+    sharding.check_batch_size(config.batch_size // config.accum_steps, mesh, "micro-batch size")
+
+    info = data.get_dataset_info(config.dataset, config.data_dir)
+    num_train = data.num_examples(config.dataset, config.train_split, config.data_dir)
+    total_steps = resolve_total_steps(config, num_train)
+    with config.unlocked():
+        config.total_steps = total_steps  # The schedule decays to this step.
+    image_shape = (config.image_size, config.image_size, info.image_shape[-1])
+    model = get_model(config.model_name, info.num_classes, **config.model)
+
+    # Abstract init: shapes only, so nothing big materialises on one device.
+    abstract_params = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)), train=False)
+    )["params"]
+    tx, schedule = optim.make_optimizer(config, abstract_params)
+    create_state = make_state_factory(model, tx, config, image_shape)
+    abstract_state = jax.eval_shape(create_state, jax.random.PRNGKey(config.seed))
+    state_shardings = sharding.tree_shardings(abstract_state, mesh, config.sharding_rules)
+    description = describe_params(config.model_name, dict(config.model), abstract_params)
+
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    if checkpoints.latest_step() is not None:
+        targets = jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+            abstract_state,
+            state_shardings,
+        )
+        state = checkpoints.restore(targets, description)
+        logging.info("Resumed from %s at step %d.", checkpoints.directory, int(state.step))
+    else:
+        state = jax.jit(create_state, out_shardings=state_shardings)(
+            jax.random.PRNGKey(config.seed)
+        )
+        if config.pretrained:
+            state = _load_pretrained(config, state)
+    first_step = int(state.step)
+
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0, asynchronous=True
+    )
+    if first_step == 0:
+        writer.write_hparams({k: str(v) for k, v in config.items()})
+    logging.info(
+        "%s: %s parameters, mesh %s, %d steps of %d images.",
+        config.model_name,
+        f"{sum(int(np.prod(p.shape)) for p in jax.tree.leaves(abstract_params)):,}",
+        dict(mesh.shape),
+        total_steps,
+        config.batch_size,
+    )
+
+    batch_sharding = sharding.batch_sharding(mesh)
+    train_step = jax.jit(
+        make_train_step(model, tx, schedule, config, mesh),
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+    eval_step = jax.jit(make_eval_step(model, config), out_shardings=sharding.replicated(mesh))
+    train_batches = data.prefetch_to_device(
+        data.get_iterator(
+            config.dataset,
+            config.train_split,
+            batch_size=config.batch_size,
+            preprocess=config.pp_train,
+            seed=config.seed,
+            train=True,
+            start_step=first_step,
+            data_dir=config.data_dir,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        ),
+        config.prefetch,
+        batch_sharding,
+    )
+
+    def run_eval(step):
+        named = {"": state.params}
+        if state.ema_params is not None:
+            named["ema_"] = state.ema_params
+        results = evaluate(eval_step, named, config, mesh, eval_batch_size)
+        writer.write_scalars(step, results)
+        logging.info(
+            "step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in sorted(results.items()))
+        )
+        return results
+
+    preemption = PreemptionWatch()
+    timer_step, timer_start = first_step, time.perf_counter()
+    step = first_step
+    try:
+        for step in range(first_step + 1, total_steps + 1):
+            batch = next(train_batches)
+            if step == first_step + 1 and batch["image"].shape[1:] != image_shape:
+                raise ValueError(
+                    f"pp_train produces images of shape {batch['image'].shape[1:]} but "
+                    f"config.image_size={config.image_size} (×{image_shape[-1]} channels): "
+                    "make them agree."
+                )
+            state, metrics = train_step(state, batch)
+
+            if step % config.log_every == 0 or step == total_steps:
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                elapsed = time.perf_counter() - timer_start
+                steps_per_sec = (step - timer_step) / elapsed
+                metrics["train/steps_per_sec"] = steps_per_sec
+                metrics["train/images_per_sec"] = steps_per_sec * config.batch_size
+                writer.write_scalars(step, metrics)
+                logging.info(
+                    _progress_line(
+                        step, total_steps, metrics, steps_per_sec, steps_per_sec * config.batch_size
+                    )
+                )
+                timer_step, timer_start = step, time.perf_counter()
+            if config.eval_every and step % config.eval_every == 0 and step != total_steps:
+                run_eval(step)
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                checkpoints.save(state, description)
+            if preemption.requested(step):
+                checkpoints.save(state, description)
+                checkpoints.wait()
+                logging.warning(
+                    "SIGTERM: saved a checkpoint at step %d; run the same command to resume.", step
+                )
+                return state
+        checkpoints.save(state, description)
+        results = run_eval(step)
+        print(  # The line a user of `make run` looks for.
+            f"Final test accuracy after {step} steps: {100 * results['test/accuracy']:.2f}%"
+            + (
+                f" (EMA params: {100 * results['test/ema_accuracy']:.2f}%)"
+                if "test/ema_accuracy" in results
+                else ""
+            ),
+            flush=True,
+        )
+        if config.export_npz:
+            _export_npz(workdir, state)
+        checkpoints.wait()
+        return state
+    finally:
+        preemption.close()
+        writer.flush()
+        writer.close()
+        checkpoints.close()
+
+
+def _load_pretrained(config, state: TrainState) -> TrainState:
+    """Replaces the fresh params (and EMA) by the pre-trained ones of
+    config.pretrained, fitted to this model by vit_jax.checkpoint (new head,
+    resized position embeddings); they keep the fresh params' shardings."""
+    from vit_jax import checkpoint
+
+    params = checkpoint.load_pretrained(config.pretrained, state.params, dict(config.model))
+    logging.info("Loaded pre-trained params from %s.", config.pretrained)
+    return state.replace(params=params, ema_params=params if config.ema_decay else None)
+
+
+def _export_npz(workdir: str, state: TrainState) -> None:
+    """params.npz (and params_ema.npz) in the official format, from process 0."""
+    from vit_jax import checkpoint
+
+    exports = {"params.npz": state.params}
+    if state.ema_params is not None:
+        exports["params_ema.npz"] = state.ema_params
+    for filename, params in exports.items():
+        host_params = global_to_host(params)  # Collective: every process takes part.
+        if jax.process_index() == 0:
+            checkpoint.save_npz(os.path.join(workdir, filename), host_params)
+            logging.info("Exported %s.", os.path.join(workdir, filename))

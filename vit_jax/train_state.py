@@ -1,0 +1,110 @@
+"""The train state and its orbax checkpoints (asynchronous, keep the last K).
+
+Everything a run needs to continue exactly where it stopped is in the state:
+params, optimizer state, EMA params, the step and the root RNG key. The data
+position is the step itself: the input pipeline is a pure function of
+(seed, step), so resuming at step s reads batch s next.
+
+Next to the state each checkpoint holds a small JSON record of what was
+trained (model name and options, parameter shapes), so that a workdir reused
+for a different model fails with a clear message instead of a shape error
+deep inside orbax.
+"""
+
+import os
+from typing import Any
+
+import flax
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from vit_jax.optim import path_name
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: number of optimizer updates applied.
+    params: Any
+    opt_state: Any
+    ema_params: Any  # Polyak average of params; None when config.ema_decay is 0.
+    rng: jax.Array  # uint32[2] root key; step keys are fold_in(rng, step).
+
+
+def describe_params(model_name: str, model_overrides: dict, params) -> dict:
+    """The JSON record saved beside each checkpoint (see the module doc)."""
+    shapes = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {
+        "model_name": model_name,
+        "model": {k: repr(v) for k, v in sorted(model_overrides.items())},
+        "param_shapes": {path_name(path): list(np.shape(leaf)) for path, leaf in shapes},
+    }
+
+
+def check_same_model(saved: dict, current: dict, directory: str) -> None:
+    """Raises a ValueError naming the difference when a checkpoint in
+    `directory` was written for another model than the one configured."""
+    fix = f"use a fresh --workdir, or delete {directory} to start over."
+    if saved["model_name"] != current["model_name"] or saved["model"] != current["model"]:
+        raise ValueError(
+            f"{directory} holds a checkpoint of model {saved['model_name']} {saved['model']}, "
+            f"but the config asks for {current['model_name']} {current['model']}: {fix}"
+        )
+    if saved["param_shapes"] != current["param_shapes"]:
+        saved_shapes, shapes = saved["param_shapes"], current["param_shapes"]
+        changed = sorted(
+            k for k in saved_shapes.keys() | shapes.keys() if saved_shapes.get(k) != shapes.get(k)
+        )
+        details = ", ".join(f"{k}: {saved_shapes.get(k)} → {shapes.get(k)}" for k in changed[:5])
+        raise ValueError(
+            f"{directory} holds a checkpoint whose parameter shapes differ from this config's "
+            f"({details}; e.g. another image size or number of classes): {fix}"
+        )
+
+
+class Checkpoints:
+    """Orbax checkpoints of a TrainState under `directory`/<step>/."""
+
+    def __init__(self, directory: str, *, keep: int, asynchronous: bool = True):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=asynchronous, create=True
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, state: TrainState, description: dict) -> None:
+        """Starts writing `state` in the background (the device→host copy is
+        done before this returns, so the caller may donate `state` next)."""
+        step = int(state.step)
+        if step in self._manager.all_steps():
+            return  # Already saved, e.g. the final save right after a periodic one.
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), description=ocp.args.JsonSave(description)
+            ),
+            force=True,
+        )
+
+    def restore(self, abstract_state: TrainState, description: dict, step: int | None = None):
+        """The state saved at `step` (default: the latest), laid out like
+        `abstract_state` (ShapeDtypeStructs carrying the target shardings)."""
+        step = self.latest_step() if step is None else step
+        saved = self._manager.restore(
+            step, args=ocp.args.Composite(description=ocp.args.JsonRestore())
+        )["description"]
+        check_same_model(saved, description, self.directory)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        )
+        return restored["state"]
+
+    def wait(self) -> None:
+        """Blocks until every save started so far is on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
