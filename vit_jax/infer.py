@@ -1,0 +1,244 @@
+"""Classify images with a saved checkpoint: the top-k classes and their probabilities.
+
+    python -m vit_jax.infer --checkpoint=ViT-B_16_imagenet2012.npz photo.jpg [photo2.png ...]
+
+The architecture and input resolution are read from the checkpoint's
+parameter shapes (hidden size, patch size, layers, heads, MLP width, class
+token or GAP, position-embedding kind and grid, pre-logits, hybrid ResNet
+stem), so `--model` is only needed for BiT ResNets or to double-check.
+A 1000-class head is named with the ImageNet-1k class names shipped in the
+package (vit_jax/imagenet_labels.txt, WordNet 3.0 lemmas of the ILSVRC-2012
+synsets in their standard order); other heads with `--labels=FILE`.
+"""
+
+import argparse
+import dataclasses
+import importlib.resources
+import math
+import re
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.traverse_util import flatten_dict
+
+from vit_jax.models import VisionTransformer, get_model
+from vit_jax.models.resnet import ResNetSpec
+
+IMAGENET_CLASSES = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A module that matches a checkpoint, and the image size it was trained at."""
+
+    module: nn.Module
+    image_size: tuple[int, int] | None  # None where no table fixes the grid.
+    channels: int  # 3 for RGB; 1 for grey-scale models such as the digits demo.
+
+    @property
+    def has_class_token(self) -> bool:
+        return getattr(self.module, "classifier", None) == "token"
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ILSVRC-2012 class names, index i being label i of TFDS imagenet2012."""
+    text = importlib.resources.files("vit_jax").joinpath("imagenet_labels.txt").read_text()
+    names = [line.split("\t", 1)[1] for line in text.splitlines() if line]
+    assert len(names) == IMAGENET_CLASSES, f"imagenet_labels.txt has {len(names)} lines"
+    return names
+
+
+def _input_channels(params) -> int:
+    first_conv = params["conv_root"] if "conv_root" in params else params["embedding"]
+    return first_conv["kernel"].shape[2]
+
+
+def _count(tree: dict, pattern: str) -> int:
+    return sum(1 for key in tree if re.fullmatch(pattern, key))
+
+
+def _hybrid_spec(params) -> ResNetSpec | None:
+    if "conv_root" not in params:
+        return None
+    width_factor = params["conv_root"]["kernel"].shape[-1] / 64
+    stages = _count(params, r"block\d+")
+    units = tuple(_count(params[f"block{s}"], r"unit\d+") for s in range(1, stages + 1))
+    return ResNetSpec(units, width_factor)
+
+
+def _posemb_kind_and_grid(params, has_class_token: bool):
+    """The position-embedding kind and, where its tables fix one, the token grid."""
+    transformer = params["Transformer"]
+    tables = transformer.get("posembed_input", {})
+    if "pos_embedding" in tables:
+        patches = tables["pos_embedding"].shape[1] - has_class_token
+        side = math.isqrt(patches)
+        # Non-square 1-D tables cannot be told apart from their transpose.
+        return "learn_1d", (side, side) if side * side == patches else None
+    if "pos_embedding_row" in tables:
+        rows = tables["pos_embedding_row"].shape[0]
+        return "learn_2d", (rows, tables["pos_embedding_col"].shape[0])
+    if "relpos_0" in transformer:
+        offsets = transformer["relpos_0"]["rel_embedding"].shape[0] - 3
+        side = (math.isqrt(offsets) + 1) // 2  # (2r-1)² offsets on a square grid.
+        return "relative", (side, side)
+    return "none", None
+
+
+def vit_config_from_params(params) -> dict:
+    """get_model-style keyword arguments of the ViT whose parameters these are."""
+    if "embedding" not in params or "Transformer" not in params:
+        raise ValueError(
+            "these parameters are not a ViT's (no embedding/Transformer); "
+            "pass --model=NAME, e.g. --model=BiT-R50x1."
+        )
+    patch_h, patch_w, _, hidden = params["embedding"]["kernel"].shape
+    transformer = params["Transformer"]
+    block = transformer["encoderblock_0"]
+    attention = next(v for k, v in block.items() if k.startswith("MultiHeadDotProductAttention"))
+    mlp = next(v for k, v in block.items() if k.startswith("MlpBlock"))
+    classifier = "token" if "cls" in params else "gap"
+    posemb, grid = _posemb_kind_and_grid(params, classifier == "token")
+    config = dict(
+        num_classes=params["head"]["kernel"].shape[-1] if "head" in params else None,
+        patch_size=(patch_h, patch_w),
+        hidden_size=hidden,
+        num_layers=_count(transformer, r"encoderblock_\d+"),
+        num_heads=attention["query"]["kernel"].shape[1],
+        mlp_dim=mlp["Dense_0"]["kernel"].shape[-1],
+        classifier=classifier,
+        posemb=posemb,
+        representation_size=(
+            params["pre_logits"]["kernel"].shape[-1] if "pre_logits" in params else None
+        ),
+        resnet=_hybrid_spec(params),
+    )
+    return dict(config, grid=grid)
+
+
+def model_from_params(params, model_name: str | None = None) -> LoadedModel:
+    """The module (and trained image size) for `params`, read from their shapes.
+
+    With `model_name` the registered model is used, with the checkpoint's head
+    size, classifier, position embedding and pre-logits.
+    """
+    if model_name is not None and "Transformer" not in params:
+        num_classes = params["head"]["kernel"].shape[-1] if "head" in params else None
+        return LoadedModel(get_model(model_name, num_classes), None, _input_channels(params))
+    config = vit_config_from_params(params)
+    grid = config.pop("grid")
+    if model_name is None:
+        module = VisionTransformer(**config)
+    else:
+        overrides = {k: config[k] for k in ("classifier", "posemb", "representation_size")}
+        module = get_model(model_name, config["num_classes"], **overrides)
+        _check_shapes(module, params, model_name)
+    image_size = None
+    if grid is not None:
+        stride = 4 * 2 ** (len(module.resnet.num_layers) - 1) if module.resnet else 1
+        image_size = (
+            grid[0] * module.patch_size[0] * stride,
+            grid[1] * module.patch_size[1] * stride,
+        )
+    return LoadedModel(module, image_size, _input_channels(params))
+
+
+def _check_shapes(module, params, model_name):
+    """Fails with the first mismatching parameter if `model_name` is the wrong model."""
+    channels = _input_channels(params)
+    size = 224 if module.resnet is None else 64
+    size -= size % module.patch_size[0]
+    expected = jax.eval_shape(
+        lambda: module.init(jax.random.key(0), jnp.zeros((1, size, size, channels)))["params"]
+    )
+    skip_posemb = lambda path: "posembed_input" in path or "relpos" in path  # Grid-dependent.
+    flat_expected = {k: v.shape for k, v in flatten_dict(expected, sep="/").items()}
+    flat_actual = {k: np.shape(v) for k, v in flatten_dict(params, sep="/").items()}
+    for path in sorted(set(flat_expected) | set(flat_actual)):
+        if skip_posemb(path):
+            continue
+        if flat_expected.get(path) != flat_actual.get(path):
+            raise ValueError(
+                f"the checkpoint does not fit --model={model_name}: {path} is "
+                f"{flat_actual.get(path)} in the checkpoint but {flat_expected.get(path)} in the "
+                "model. Leave --model out to read the architecture from the checkpoint."
+            )
+
+
+def load_image(path: str, image_size: tuple[int, int], channels: int = 3) -> np.ndarray:
+    """The image file at `path` resized to `image_size`, as float32 HWC in [-1, 1]."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB" if channels == 3 else "L")
+        image = image.resize((image_size[1], image_size[0]), Image.BILINEAR)
+        pixels = np.asarray(image, np.float32).reshape(*image_size, channels)
+    return pixels / 127.5 - 1.0
+
+
+def top_classes(logits, k: int, class_names: list[str]) -> list[tuple[int, str, float]]:
+    """The k most probable (index, name, probability) of one image's logits."""
+    probabilities = np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32)))
+    order = np.argsort(-probabilities)[:k]
+    return [(int(i), class_names[i], float(probabilities[i])) for i in order]
+
+
+def _class_names(num_classes: int, labels_file: str | None) -> list[str]:
+    if labels_file:
+        with open(labels_file) as f:
+            names = [line.strip() for line in f if line.strip()]
+        if len(names) != num_classes:
+            raise ValueError(f"{labels_file} has {len(names)} names; the head has {num_classes}.")
+        return names
+    if num_classes == IMAGENET_CLASSES:
+        return imagenet_class_names()
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m vit_jax.infer", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
+    parser.add_argument("--checkpoint", required=True, help=".npz file written by save_npz")
+    parser.add_argument("--model", help="registered model name; default: read from the checkpoint")
+    parser.add_argument("--resolution", type=int, help="input size; default: the checkpoint's")
+    parser.add_argument("--labels", help="text file with one class name per line")
+    parser.add_argument("--top", type=int, default=5, help="how many classes to print")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> list[list[tuple[int, str, float]]]:
+    args = _parse_args(argv)
+    from vit_jax.checkpoint import load_npz
+
+    params = load_npz(args.checkpoint)
+    loaded = model_from_params(params, args.model)
+    image_size = (args.resolution, args.resolution) if args.resolution else loaded.image_size
+    if image_size is None:
+        raise SystemExit(
+            "the checkpoint does not fix the input resolution (no position table); "
+            "pass --resolution=PIXELS."
+        )
+    if not loaded.module.num_classes:
+        raise SystemExit(f"{args.checkpoint} has no classification head; nothing to classify.")
+    class_names = _class_names(loaded.module.num_classes, args.labels)
+    images = np.stack([load_image(path, image_size, loaded.channels) for path in args.images])
+    logits = jax.jit(lambda p, x: loaded.module.apply({"params": p}, x, train=False))(
+        params, images
+    )
+    results = []
+    for path, image_logits in zip(args.images, logits, strict=True):
+        top = top_classes(image_logits, min(args.top, len(class_names)), class_names)
+        print(f"{path}:")
+        for index, name, probability in top:
+            print(f"  {probability:7.2%}  {index:5d}  {name}")
+        results.append(top)
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
