@@ -18,6 +18,7 @@ at position q is keyed on (seed, q). Two readers of that sequence:
 import collections
 import itertools
 import logging
+import re
 
 import jax
 import numpy as np
@@ -57,8 +58,10 @@ class BatchIterator:
 
     def _explain(self, error: tf.errors.InvalidArgumentError) -> str:
         message = error.message.strip().splitlines()[0]
-        if "Label outside" in message or "Negative label" in message:
-            return message
+        assertion = re.search(r"assertion failed: \[(.*?)\].*?\[x \(.*?\) = \] \[(.*?)\]", message)
+        if assertion:  # a label check of the onehot op
+            text, value = assertion.groups()
+            return f"{text.replace(chr(92), '')} Got label {value}."
         explain = getattr(self._source, "explain_failure", None)
         return (explain and explain()) or f"Input pipeline failed: {message}"
 
@@ -196,13 +199,16 @@ def get_iterator(
     `batch_size` is global. Batches are {'image': float32 (b, H, W, C), 'labels': float32
     (b, num_classes)} plus, when not training, 'mask' (1 real, 0 padding) with the last
     batch padded so every process runs `num_batches` steps. `preprocess` is an op string
-    (see preprocess.py); `onehot(num_classes)` is appended when it has no `onehot`.
+    (see preprocess.py); `decode` is prepended when absent, and `onehot(num_classes)`
+    appended.
     """
     process_index, process_count, local_batch = _process_layout(
         batch_size, process_index, process_count
     )
     dataset = lookup(name, data_dir)
     info = dataset.info(name)
+    if not pp.has_op(preprocess, "decode"):  # file and TFDS images arrive encoded
+        preprocess = f"decode|{preprocess}"
     if not pp.has_op(preprocess, "onehot"):
         preprocess = f"{preprocess}|onehot({info.num_classes})"
     preprocess_fn = pp.build(preprocess)

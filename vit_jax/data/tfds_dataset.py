@@ -46,9 +46,10 @@ class TfdsDataset:
     manual_download: str | None = None  # where the files come from when TFDS cannot fetch them
     user_supplied: str | None = None  # set for builders TFDS does not ship (JFT-300M)
     tfds_imports: str | None = None  # module that registers a builder outside TFDS
+    list_tfds_splits: bool = True  # False: only the aliases are this dataset's splits (VTAB)
 
     def info(self, name: str) -> DatasetInfo:
-        splits = {} if self.aliases.keys() >= {"test"} else dict(self.tfds_splits)
+        splits = dict(self.tfds_splits) if self.list_tfds_splits else {}
         splits.update(
             {alias: count_examples(e, self.tfds_splits) for alias, e in self.aliases.items()}
         )

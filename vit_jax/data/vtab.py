@@ -75,7 +75,9 @@ def _smallnorb(attribute: str):
 
 
 def _task(tfds_name, num_classes, tfds_splits, splits, **kwargs) -> TfdsDataset:
-    return TfdsDataset(tfds_name, num_classes, tfds_splits, aliases=splits, **kwargs)
+    return TfdsDataset(
+        tfds_name, num_classes, tfds_splits, aliases=splits, list_tfds_splits=False, **kwargs
+    )
 
 
 _RETINOPATHY_FILES = (
