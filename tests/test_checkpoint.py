@@ -1,0 +1,457 @@
+"""The official .npz format, pre-trained loading and the timm export (vit_jax.checkpoint)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import safetensors.numpy
+import scipy.ndimage
+import scipy.special
+from flax import traverse_util
+
+from vit_jax import checkpoint
+from vit_jax.models import get_model
+
+PUBLISHED_BLOCK_NAMES = {
+    "MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1",
+    "LayerNorm_1": "LayerNorm_2",
+    "MlpBlock_0": "MlpBlock_3",
+}
+
+
+def random_params(model, image_size, seed=0):
+    """Initialised parameters with every leaf replaced by random values, so
+    that a zero head or unit GroupNorm scale cannot hide a loading mistake."""
+    images = jnp.zeros((1, image_size, image_size, 3))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images)["params"])
+    leaves, treedef = jax.tree_util.tree_flatten(shapes)
+    rng = np.random.default_rng(seed)
+    values = [rng.normal(size=leaf.shape).astype(np.float32) for leaf in leaves]
+    return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def abstract_params(model, image_size):
+    images = jnp.zeros((1, image_size, image_size, 3))
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images)["params"])
+
+
+def logits(model, image_size, *param_trees):
+    """The logits of each tree on the same random images. One jitted apply
+    serves all trees: compiling once beats op-by-op dispatch on a busy CPU."""
+    images = np.random.default_rng(1).uniform(-1, 1, (2, image_size, image_size, 3))
+    apply = jax.jit(model.apply)
+    return [np.asarray(apply({"params": p}, jnp.asarray(images, jnp.float32))) for p in param_trees]
+
+
+def flat(params):
+    return traverse_util.flatten_dict(params, sep="/")
+
+
+def assert_trees_equal(actual, expected):
+    actual, expected = flat(actual), flat(expected)
+    assert sorted(actual) == sorted(expected)
+    for key, value in expected.items():
+        assert np.asarray(actual[key]).dtype == np.asarray(value).dtype, key
+        np.testing.assert_array_equal(np.asarray(actual[key]), np.asarray(value), err_msg=key)
+
+
+def write_npz_by_hand(path, params, *, published_numbering, group_norm_4d):
+    """An .npz written without save_npz, as the official releases were."""
+    arrays = {}
+    for key, value in flat(params).items():
+        parts = key.split("/")
+        if published_numbering:
+            parts = [PUBLISHED_BLOCK_NAMES.get(part, part) for part in parts]
+        if group_norm_4d and len(parts) > 1 and parts[-2].startswith("gn"):
+            value = value.reshape(1, 1, 1, -1)
+        arrays["/".join(parts)] = value
+    np.savez(path, **arrays)
+
+
+@pytest.fixture(scope="module")
+def vit():
+    model = get_model("testing", num_classes=10)
+    return model, random_params(model, 32)
+
+
+@pytest.fixture(scope="module")
+def hybrid():
+    model = get_model("testing-hybrid", num_classes=10)
+    return model, random_params(model, 16)
+
+
+# --- save_npz / load_npz ---------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["vit", "hybrid"])
+def test_save_then_load_round_trips_bit_identically(tmp_path, request, fixture):
+    _, params = request.getfixturevalue(fixture)
+    checkpoint.save_npz(tmp_path / "model.npz", params)
+    assert_trees_equal(checkpoint.load_npz(tmp_path / "model.npz"), params)
+
+
+def test_saved_file_uses_the_published_layout(tmp_path, hybrid):
+    _, params = hybrid
+    checkpoint.save_npz(tmp_path / "model.npz", params)
+    with np.load(tmp_path / "model.npz") as archive:
+        keys = set(archive.files)
+        gn_shape = archive["block1/unit1/gn1/scale"].shape
+        root_shape = archive["gn_root/bias"].shape
+    block = "Transformer/encoderblock_0/"
+    for published in (
+        "LayerNorm_0/scale",
+        "MultiHeadDotProductAttention_1/query/kernel",
+        "LayerNorm_2/bias",
+        "MlpBlock_3/Dense_1/kernel",
+    ):
+        assert block + published in keys
+    assert not any(name in key for key in keys for name in PUBLISHED_BLOCK_NAMES)
+    assert len(keys) == len(flat(params))
+    assert gn_shape == (1, 1, 1, params["block1"]["unit1"]["gn1"]["scale"].shape[0])
+    assert root_shape == (1, 1, 1, params["gn_root"]["bias"].shape[0])
+
+
+def test_old_and_new_block_numbering_load_to_the_same_params(tmp_path, vit):
+    _, params = vit
+    write_npz_by_hand(tmp_path / "old.npz", params, published_numbering=True, group_norm_4d=False)
+    write_npz_by_hand(tmp_path / "new.npz", params, published_numbering=False, group_norm_4d=False)
+    assert_trees_equal(checkpoint.load_npz(tmp_path / "old.npz"), params)
+    assert_trees_equal(checkpoint.load_npz(tmp_path / "new.npz"), params)
+
+
+def test_a_file_mixing_both_numberings_is_refused(tmp_path, vit):
+    _, params = vit
+    arrays = {key: value for key, value in flat(params).items()}
+    norm = "Transformer/encoderblock_0/LayerNorm_1/scale"
+    arrays[norm.replace("LayerNorm_1", "LayerNorm_2")] = arrays[norm]
+    np.savez(tmp_path / "mixed.npz", **arrays)
+    with pytest.raises(checkpoint.CheckpointError, match="both block numberings"):
+        checkpoint.load_npz(tmp_path / "mixed.npz")
+
+
+def test_hybrid_group_norm_stored_as_1x1x1xC_loads_and_gives_the_same_logits(tmp_path, hybrid):
+    model, params = hybrid
+    path = tmp_path / "hybrid.npz"
+    write_npz_by_hand(path, params, published_numbering=True, group_norm_4d=True)
+    loaded = checkpoint.load_npz(path)
+    assert loaded["gn_root"]["scale"].shape == params["gn_root"]["scale"].shape
+    assert_trees_equal(loaded, params)
+    np.testing.assert_array_equal(*logits(model, 16, loaded, params))
+
+
+def test_a_saved_vit_loaded_for_fine_tuning_gives_the_same_logits(tmp_path, vit):
+    model, params = vit
+    checkpoint.save_npz(tmp_path / "vit.npz", params)
+    fitted = checkpoint.load_pretrained(tmp_path / "vit.npz", abstract_params(model, 32))
+    np.testing.assert_array_equal(*logits(model, 32, fitted, params))
+
+
+def test_bfloat16_params_are_saved_as_float32(tmp_path, vit):
+    _, params = vit
+    bf16 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.bfloat16), params)
+    checkpoint.save_npz(tmp_path / "bf16.npz", bf16)
+    loaded = checkpoint.load_npz(tmp_path / "bf16.npz")
+    expected = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), bf16)
+    assert_trees_equal(loaded, expected)
+
+
+def test_an_unreadable_file_gives_an_error_naming_its_path(tmp_path, vit):
+    _, params = vit
+    checkpoint.save_npz(tmp_path / "good.npz", params)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes((tmp_path / "good.npz").read_bytes()[:1000])
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a zip archive")
+    for path in (truncated, garbage, tmp_path / "missing.npz"):
+        with pytest.raises(checkpoint.CheckpointError, match=str(path)):
+            checkpoint.load_npz(path)
+        with pytest.raises(checkpoint.CheckpointError, match=str(path)):
+            checkpoint.load_pretrained(path, params)
+
+
+# --- load_pretrained --------------------------------------------------------
+
+
+def test_a_new_class_count_gets_the_heads_of_init_params(vit):
+    _, params = vit
+    model = get_model("testing", num_classes=7)
+    # Abstract init (jax.eval_shape): the head is the model's zero init.
+    fitted = checkpoint.load_pretrained(params, abstract_params(model, 32))
+    np.testing.assert_array_equal(fitted["head"]["kernel"], np.zeros((16, 7)))
+    np.testing.assert_array_equal(fitted["head"]["bias"], np.zeros(7))
+    without_head = lambda tree: {k: v for k, v in tree.items() if k != "head"}  # noqa: E731
+    assert_trees_equal(without_head(fitted), without_head(params))
+    # Concrete init: its own head values are used, whatever they are.
+    init = random_params(model, 32, seed=9)
+    fitted = checkpoint.load_pretrained(params, init)
+    assert_trees_equal(fitted["head"], init["head"])
+    assert_trees_equal(without_head(fitted), without_head(params))
+
+
+def test_the_same_class_count_keeps_the_pretrained_head(vit):
+    model, params = vit
+    fitted = checkpoint.load_pretrained(params, abstract_params(model, 32))
+    assert_trees_equal(fitted, params)
+
+
+def test_an_abstract_init_gets_a_head_filled_from_head_bias_init(vit):
+    _, params = vit
+    model = get_model("testing", num_classes=3, head_bias_init=-2.0)
+    fitted = checkpoint.load_pretrained(
+        params, abstract_params(model, 32), {"head_bias_init": -2.0}
+    )
+    np.testing.assert_array_equal(fitted["head"]["bias"], np.full(3, -2.0, np.float32))
+    np.testing.assert_array_equal(fitted["head"]["kernel"], np.zeros((16, 3)))
+
+
+def test_pre_logits_are_dropped_when_the_model_has_none(vit):
+    _, params = vit
+    pretrain_model = get_model("testing", num_classes=10, representation_size=16)
+    pretrained = random_params(pretrain_model, 32, seed=5)
+    init = abstract_params(vit[0], 32)
+    fitted = checkpoint.load_pretrained(pretrained, init, {"representation_size": None})
+    assert "pre_logits" not in fitted
+    # Same class count and width, yet the head is new: it was trained on tanh(pre_logits).
+    np.testing.assert_array_equal(fitted["head"]["kernel"], np.zeros((16, 10)))
+    kept = lambda tree: {k: v for k, v in tree.items() if k not in ("head", "pre_logits")}  # noqa: E731
+    assert_trees_equal(kept(fitted), kept(pretrained))
+
+
+def test_pre_logits_are_kept_when_the_model_has_them():
+    model = get_model("testing", num_classes=10, representation_size=16)
+    pretrained = random_params(model, 32, seed=5)
+    fitted = checkpoint.load_pretrained(
+        pretrained, abstract_params(model, 32), {"representation_size": 16}
+    )
+    assert_trees_equal(fitted, pretrained)
+
+
+def test_model_config_contradicting_init_params_is_refused(vit):
+    model, params = vit
+    with pytest.raises(checkpoint.CheckpointError, match="classifier='gap'"):
+        checkpoint.load_pretrained(params, abstract_params(model, 32), {"classifier": "gap"})
+
+
+@pytest.mark.parametrize("classifier", ["token", "gap"])
+def test_posemb_14x14_to_24x24_equals_scipy_zoom(classifier):
+    # Patch size 4: 56 px images give a 14x14 grid, 96 px a 24x24 grid.
+    model = get_model("testing", num_classes=10, classifier=classifier)
+    pretrained = random_params(model, 56)
+    fitted = checkpoint.load_pretrained(pretrained, abstract_params(model, 96))
+    old = pretrained["Transformer"]["posembed_input"]["pos_embedding"]
+    new = fitted["Transformer"]["posembed_input"]["pos_embedding"]
+    prefix = 1 if classifier == "token" else 0
+    assert new.shape == (1, prefix + 24 * 24, 16)
+    np.testing.assert_array_equal(new[:, :prefix], old[:, :prefix])
+    old_grid = old[0, prefix:].reshape(14, 14, 16)
+    expected = scipy.ndimage.zoom(old_grid, (24 / 14, 24 / 14, 1), order=1)
+    np.testing.assert_array_equal(new[0, prefix:].reshape(24, 24, 16), expected)
+    images = jax.ShapeDtypeStruct((2, 96, 96, 3), jnp.float32)
+    assert jax.eval_shape(model.apply, {"params": fitted}, images).shape == (2, 10)
+
+
+def test_zoom_grid_is_bilinear_with_aligned_corners():
+    grid = np.random.default_rng(0).normal(size=(5, 7, 3))
+    zoomed = checkpoint.zoom_grid(grid, (9, 4))
+    # Separable linear interpolation, corners on corners, computed independently.
+    rows, cols = np.linspace(0, 4, 9), np.linspace(0, 6, 4)
+    along_cols = np.stack(
+        [[np.interp(cols, np.arange(7), grid[r, :, d]) for d in range(3)] for r in range(5)]
+    )  # (5, 3, 4)
+    expected = np.stack(
+        [[np.interp(rows, np.arange(5), along_cols[:, d, c]) for c in range(4)] for d in range(3)]
+    ).transpose(2, 1, 0)
+    np.testing.assert_allclose(zoomed, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_class_token_model_fine_tuned_with_gap_drops_the_token_embedding():
+    pretrained = random_params(get_model("testing", num_classes=10), 32)
+    target = abstract_params(get_model("testing", num_classes=10, classifier="gap"), 32)
+    fitted = checkpoint.load_pretrained(pretrained, target)
+    assert "cls" not in fitted
+    posemb = pretrained["Transformer"]["posembed_input"]["pos_embedding"]
+    np.testing.assert_array_equal(
+        fitted["Transformer"]["posembed_input"]["pos_embedding"], posemb[:, 1:]
+    )
+
+
+def test_a_non_square_grid_is_resized_with_the_given_grid():
+    model = get_model("testing", num_classes=10)
+    pretrained = random_params(model, 56)  # 14x14
+    target = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 48, 80, 3)))["params"]
+    )  # 12x20
+    with pytest.raises(checkpoint.CheckpointError, match=r"grid=\(rows, cols\)"):
+        checkpoint.load_pretrained(pretrained, target)
+    fitted = checkpoint.load_pretrained(pretrained, target, grid=(12, 20))
+    old = pretrained["Transformer"]["posembed_input"]["pos_embedding"][0, 1:].reshape(14, 14, 16)
+    expected = scipy.ndimage.zoom(old, (12 / 14, 20 / 14, 1), order=1)
+    new = fitted["Transformer"]["posembed_input"]["pos_embedding"]
+    np.testing.assert_array_equal(new[0, 1:].reshape(12, 20, 16), expected)
+
+
+def test_learned_2d_row_and_column_tables_are_resized_linearly():
+    model = get_model("testing", num_classes=10, posemb="learn_2d")
+    pretrained = random_params(model, 56)  # 14 rows, 14 columns
+    target = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 96, 64, 3)))["params"]
+    )  # 24 rows, 16 columns
+    fitted = checkpoint.load_pretrained(pretrained, target)
+    for table, size in (("pos_embedding_row", 24), ("pos_embedding_col", 16)):
+        old = pretrained["Transformer"]["posembed_input"][table]
+        new = fitted["Transformer"]["posembed_input"][table]
+        expected = np.stack(
+            [np.interp(np.linspace(0, 13, size), np.arange(14), old[:, d]) for d in range(8)], 1
+        )
+        np.testing.assert_allclose(new, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_wrong_shape_names_the_key_and_both_shapes(tmp_path, vit):
+    _, params = vit
+    checkpoint.save_npz(tmp_path / "vit.npz", params)
+    wider = abstract_params(get_model("testing", num_classes=10, mlp_dim=64), 32)
+    with pytest.raises(checkpoint.CheckpointError) as error:
+        checkpoint.load_pretrained(tmp_path / "vit.npz", wider)
+    message = str(error.value)
+    assert "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel" in message
+    assert "(16, 32)" in message and "(16, 64)" in message
+    assert "Transformer/encoderblock_1/MlpBlock_0/Dense_1/kernel" in message
+
+
+def test_a_key_missing_from_the_checkpoint_is_named(vit):
+    model, params = vit
+    incomplete = flat(params)
+    del incomplete["Transformer/encoder_norm/scale"]
+    incomplete = traverse_util.unflatten_dict(incomplete, sep="/")
+    with pytest.raises(checkpoint.CheckpointError, match="Transformer/encoder_norm/scale: missing"):
+        checkpoint.load_pretrained(incomplete, abstract_params(model, 32))
+
+
+def test_fitted_params_take_the_sharding_and_dtype_of_init_params(vit):
+    model, params = vit
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    init = jax.tree_util.tree_map(
+        lambda x: jax.device_put(jnp.zeros(x.shape, jnp.bfloat16), replicated), params
+    )
+    fitted = checkpoint.load_pretrained(params, init)
+    for leaf in jax.tree_util.tree_leaves(fitted):
+        assert isinstance(leaf, jax.Array)
+        assert leaf.sharding == replicated and leaf.dtype == jnp.bfloat16
+
+
+# --- timm export / import ---------------------------------------------------
+
+
+def timm_keys(num_blocks, *, class_token, pre_logits):
+    keys = {"patch_embed.proj.weight", "patch_embed.proj.bias", "pos_embed"}
+    keys |= {"norm.weight", "norm.bias", "head.weight", "head.bias"}
+    if class_token:
+        keys.add("cls_token")
+    if pre_logits:
+        keys |= {"pre_logits.fc.weight", "pre_logits.fc.bias"}
+    for i in range(num_blocks):
+        for name in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"):
+            keys |= {f"blocks.{i}.{name}.weight", f"blocks.{i}.{name}.bias"}
+    return keys
+
+
+def layer_norm(x, scale, bias, eps=1e-6):
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * scale + bias
+
+
+def timm_forward(state, images, num_heads):
+    """timm's VisionTransformer.forward, in numpy, on a state_dict: NCHW conv
+    weights, torch Linear (out, in) weights, fused qkv split heads-major."""
+    linear = lambda x, name: x @ state[name + ".weight"].T + state[name + ".bias"]  # noqa: E731
+    weight = state["patch_embed.proj.weight"]  # (D, C, P, P)
+    hidden, channels, patch, _ = weight.shape
+    batch, height, width, _ = images.shape
+    patches = images.reshape(batch, height // patch, patch, width // patch, patch, channels)
+    x = np.einsum("bhiwjc,dcij->bhwd", patches, weight).reshape(batch, -1, hidden)
+    x = x + state["patch_embed.proj.bias"]
+    if "cls_token" in state:
+        x = np.concatenate([np.broadcast_to(state["cls_token"], (batch, 1, hidden)), x], 1)
+    x = x + state["pos_embed"]
+    tokens = x.shape[1]
+    num_blocks = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
+    for i in range(num_blocks):
+        block = f"blocks.{i}."
+        y = layer_norm(x, state[block + "norm1.weight"], state[block + "norm1.bias"])
+        qkv = linear(y, block + "attn.qkv").reshape(batch, tokens, 3, num_heads, -1)
+        q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+        attention = scipy.special.softmax(q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1]), -1)
+        y = (attention @ v).transpose(0, 2, 1, 3).reshape(batch, tokens, hidden)
+        x = x + linear(y, block + "attn.proj")
+        y = layer_norm(x, state[block + "norm2.weight"], state[block + "norm2.bias"])
+        y = linear(y, block + "mlp.fc1")
+        y = 0.5 * y * (1 + scipy.special.erf(y / np.sqrt(2)))  # Exact GELU, as nn.GELU().
+        x = x + linear(y, block + "mlp.fc2")
+    x = layer_norm(x, state["norm.weight"], state["norm.bias"])
+    x = x[:, 0] if "cls_token" in state else x.mean(1)
+    if "pre_logits.fc.weight" in state:
+        x = np.tanh(linear(x, "pre_logits.fc"))
+    return linear(x, "head")
+
+
+TIMM_VARIANTS = {
+    "token": dict(),
+    "gap+pre_logits": dict(classifier="gap", representation_size=12),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(TIMM_VARIANTS))
+def test_timm_export_maps_every_param_and_imports_back_exactly(tmp_path, variant):
+    overrides = TIMM_VARIANTS[variant]
+    model = get_model("testing", num_classes=10, **overrides)
+    params = random_params(model, 32)
+    path = tmp_path / "model.safetensors"
+    checkpoint.export_timm(params, path)
+    state = safetensors.numpy.load_file(path)
+    expected_keys = timm_keys(
+        2,
+        class_token=overrides.get("classifier", "token") == "token",
+        pre_logits="representation_size" in overrides,
+    )
+    assert set(state) == expected_keys
+    assert sum(v.size for v in state.values()) == sum(v.size for v in flat(params).values())
+    assert_trees_equal(checkpoint.import_timm(path), params)
+    # The tensors mean what timm means by them: its forward gives our logits.
+    images = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3))
+    expected = timm_forward({k: v.astype(np.float64) for k, v in state.items()}, images, 2)
+    (ours,) = logits(model, 32, params)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_timm_import_takes_num_heads_from_argument_model_name_or_metadata(tmp_path):
+    model = get_model("testing", num_classes=10)
+    params = random_params(model, 32)
+    state = checkpoint.to_timm_state_dict(params)
+    bare = tmp_path / "bare.safetensors"  # As timm writes it: no head count.
+    safetensors.numpy.save_file(state, bare, metadata={"format": "pt"})
+    with pytest.raises(checkpoint.CheckpointError, match="num_heads"):
+        checkpoint.import_timm(bare)
+    assert_trees_equal(checkpoint.import_timm(bare, num_heads=2), params)
+    assert_trees_equal(checkpoint.import_timm(bare, model_name="testing"), params)
+    with pytest.raises(checkpoint.CheckpointError, match="not supported for testing-hybrid"):
+        checkpoint.import_timm(bare, model_name="testing-hybrid")
+
+
+def test_timm_import_refuses_keys_it_cannot_place_and_names_missing_ones(vit):
+    _, params = vit
+    state = checkpoint.to_timm_state_dict(params)
+    with pytest.raises(checkpoint.CheckpointError, match=r"blocks\.0\.ls1\.gamma"):
+        checkpoint.from_timm_state_dict({**state, "blocks.0.ls1.gamma": np.ones(16)}, 2)
+    incomplete = {k: v for k, v in state.items() if k != "blocks.1.mlp.fc2.bias"}
+    with pytest.raises(checkpoint.CheckpointError, match=r"blocks\.1\.mlp\.fc2\.bias"):
+        checkpoint.from_timm_state_dict(incomplete, 2)
+
+
+def test_timm_export_refuses_models_timm_vits_cannot_hold(tmp_path, hybrid):
+    _, params = hybrid
+    with pytest.raises(checkpoint.CheckpointError, match="not supported for hybrid"):
+        checkpoint.export_timm(params, tmp_path / "hybrid.safetensors")
+    learn_2d = random_params(get_model("testing", num_classes=10, posemb="learn_2d"), 32)
+    with pytest.raises(checkpoint.CheckpointError, match="learn_2d"):
+        checkpoint.to_timm_state_dict(learn_2d)
