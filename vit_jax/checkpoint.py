@@ -283,21 +283,19 @@ def _head_needs_replacing(restored: FlatParams, init: FlatParams) -> bool:
     return bool(reasons)
 
 
-def _initial_value(path, leaf, model_config):
-    """The init's own value of a leaf the checkpoint does not provide. Abstract
-    leaves (from jax.eval_shape) get the model's head init: zero kernel, bias
-    `head_bias_init` (PAPER.md §1: a zero-initialised head)."""
+def _new_head_leaf(path, leaf, model_config):
+    """The init's own head leaf, untouched (it may live on other hosts). An
+    abstract leaf (from jax.eval_shape) gets the model's head init: zero
+    kernel, bias `head_bias_init` (PAPER.md §1: a zero-initialised head)."""
     if not isinstance(leaf, jax.ShapeDtypeStruct):
         return leaf
-    if path[0] != "head":
-        raise CheckpointError(f"{'/'.join(path)} has no value in an abstract init_params.")
     fill = _config_get(model_config, "head_bias_init", 0.0) if path[-1] == "bias" else 0.0
-    return np.full(leaf.shape, fill, leaf.dtype)
+    return _place_like(np.full(leaf.shape, fill, leaf.dtype), leaf)
 
 
 def _place_like(value, reference):
     """`value` with the dtype and device placement (sharding) of `reference`."""
-    value = np.asarray(value).astype(reference.dtype)
+    value = np.asarray(value).astype(reference.dtype, copy=False)
     sharding = getattr(reference, "sharding", None)
     if sharding is None:
         return value
@@ -317,6 +315,23 @@ def _shape_error(path, checkpoint_shape, model_shape) -> CheckpointError:
         f"{'/'.join(path)}: the checkpoint has shape {tuple(checkpoint_shape)} but the model "
         f"expects {tuple(model_shape)}."
     )
+
+
+def _resize_position_table(name, value, init_shape, restored, init, grid, pretrained_grid):
+    """A position table of another resolution fitted to the model's, or the
+    shape error for any other parameter."""
+    if name == _POSEMB_1D and value.shape[-1] == init_shape[-1]:
+        return resize_pos_embedding(
+            value,
+            init_shape[1],
+            source_has_class_token=("cls",) in restored,
+            target_has_class_token=("cls",) in init,
+            source_grid=pretrained_grid,
+            target_grid=grid,
+        )
+    if name in (_POSEMB_ROW, _POSEMB_COL):
+        return _resize_learned_2d(name, value, init_shape)
+    raise _shape_error(name, value.shape, init_shape)
 
 
 def load_pretrained(
@@ -345,8 +360,9 @@ def load_pretrained(
 
     Returns:
       A tree with exactly the structure and dtypes of init_params, where
-      * the head keeps the init (zero) values when its shape differs (a new
-        class count) or the checkpoint has none;
+      * the head is init_params' own (zero) head when the class count or the
+        width feeding it differs, when pre-logits are dropped, or when the
+        checkpoint has no head;
       * pre_logits, and any other checkpoint entry the model lacks, is dropped;
       * position embeddings are resized to the model's grid (`zoom_grid`);
       * anything else must match: a missing key or another shape difference
@@ -360,48 +376,34 @@ def load_pretrained(
         source = os.fspath(path)
     init = traverse_util.flatten_dict(init_params)
     _check_config_matches_init(model_config, init)
+    replace_head = _head_needs_replacing(restored, init)
+    problems: list[str] = []  # Every misfit is reported at once, not just the first.
 
     def fit(key_path, leaf):
-        path = tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in key_path)
-        init_shape = tuple(leaf.shape)
-        if path[0] == "head":
-            if replace_head:
-                return _place_like(_initial_value(path, leaf, model_config), leaf)
-            return _place_like(restored[path], leaf)
-        if path not in restored:
-            problems.append(f"{'/'.join(path)}: missing from the checkpoint (model: {init_shape}).")
+        name = tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in key_path)
+        if name[0] == "head" and replace_head:
+            return _new_head_leaf(name, leaf, model_config)
+        if name not in restored:
+            problems.append(f"{'/'.join(name)}: missing from the checkpoint (model: {leaf.shape}).")
             return leaf
-        value = restored[path]
-        if value.shape == init_shape:
-            return _place_like(value, leaf)
-        try:
-            if path == _POSEMB_1D and value.shape[-1] == init_shape[-1]:
-                value = resize_pos_embedding(
-                    value,
-                    init_shape[1],
-                    source_has_class_token=("cls",) in restored,
-                    target_has_class_token=("cls",) in init,
-                    source_grid=pretrained_grid,
-                    target_grid=grid,
+        value = restored[name]
+        if value.shape != tuple(leaf.shape):
+            try:
+                value = _resize_position_table(
+                    name, value, tuple(leaf.shape), restored, init, grid, pretrained_grid
                 )
-            elif path in (_POSEMB_ROW, _POSEMB_COL):
-                value = _resize_learned_2d(path, value, init_shape)
-            else:
-                raise _shape_error(path, value.shape, init_shape)
-        except CheckpointError as e:
-            problems.append(str(e))
-            return leaf
+            except CheckpointError as e:
+                problems.append(str(e))
+                return leaf
         return _place_like(value, leaf)
 
-    replace_head = _head_needs_replacing(restored, init)
-    problems: list[str] = []
     fitted = jax.tree_util.tree_map_with_path(fit, init_params)
     if problems:
         raise CheckpointError(
             f"{source} does not fit the model:\n  " + "\n  ".join(problems) + "\nCheck that the "
             "checkpoint is for this architecture (model name, patch size, classifier)."
         )
-    dropped = sorted("/".join(path) for path in restored if path not in init)
+    dropped = sorted("/".join(name) for name in restored if name not in init)
     if dropped:
         logging.info("Not loaded (the model has no such parameter): %s", ", ".join(dropped))
     return fitted
