@@ -133,6 +133,8 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
                 }
             ),
             supervised_keys=("image", "label"),
+            # Keep the files' order, so an ordered pass matches the IDX files row by row.
+            disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

@@ -141,7 +141,10 @@ def _tfds_stream(
     parts = tfds.even_splits(source.split, process_count)
     split = parts[process_index]
     decoders = None if source.decode_images else {"image": tfds.decode.SkipDecoding()}
-    read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
+    # Shuffling is this pipeline's job, also for datasets TFDS stores in a fixed order.
+    read_config = tfds.ReadConfig(
+        shuffle_seed=seed, try_autocache=False, enable_ordering_guard=False
+    )
     records = source.builder.as_dataset(
         split=split, shuffle_files=train, read_config=read_config, decoders=decoders
     )

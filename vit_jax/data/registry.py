@@ -26,11 +26,14 @@ class InMemoryDataset:
 
     load: Callable[[str | None], dict[str, tuple[np.ndarray, np.ndarray]]]
     num_classes: int
-    split_sizes: dict[str, int]
+    split_sizes: dict[str, int] | None  # None: count them by loading the data
     image_shape: tuple[int, int, int]
 
     def info(self, name: str) -> DatasetInfo:
-        return DatasetInfo(name, self.num_classes, dict(self.split_sizes), self.image_shape)
+        sizes = self.split_sizes
+        if sizes is None:
+            sizes = {split: len(labels) for split, (_, labels) in self.load(None).items()}
+        return DatasetInfo(name, self.num_classes, dict(sizes), self.image_shape)
 
     def open(self, split: str, data_dir: str | None) -> ArraySource:
         arrays = self.load(data_dir)
@@ -152,9 +155,7 @@ def _fashion_mnist(data_dir: str | None):
     directory = _fashion_mnist_idx_dir(data_dir)
     if directory is None:
         return _FASHION_MNIST_TFDS
-    return InMemoryDataset(
-        lambda _: _fashion_mnist_arrays(directory), 10, {"train": 60000, "test": 10000}, (28, 28, 1)
-    )
+    return InMemoryDataset(lambda _: _fashion_mnist_arrays(directory), 10, None, (28, 28, 1))
 
 
 _DIGITS = InMemoryDataset(

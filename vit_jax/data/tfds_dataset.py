@@ -61,8 +61,9 @@ class TfdsDataset:
         return expression, count_examples(expression, self.tfds_splits)
 
     def open(self, split: str, data_dir: str | None) -> TfdsSource:
-        expression, num_examples = self.resolve(split)
+        expression, _ = self.resolve(split)
         builder = self._prepared_builder(data_dir)
+        num_examples = builder.info.splits[expression].num_examples  # the files on disk
         if self.to_example is not None:
             return TfdsSource(builder, expression, num_examples, self.to_example, True)
         label_key = self.label_key
