@@ -42,6 +42,19 @@ class LoadedModel:
     def has_class_token(self) -> bool:
         return getattr(self.module, "classifier", None) == "token"
 
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The (rows, cols) token grid of an `image_size` input."""
+        stride = pixels_per_token(self.module)
+        return self.image_size[0] // stride[0], self.image_size[1] // stride[1]
+
+
+def pixels_per_token(module) -> tuple[int, int]:
+    """Input pixels per token side: the patch size times a hybrid stem's
+    downsampling (4 at the root, then 2 per stage after the first)."""
+    stem = 4 * 2 ** (len(module.resnet.num_layers) - 1) if module.resnet else 1
+    return module.patch_size[0] * stem, module.patch_size[1] * stem
+
 
 def imagenet_class_names() -> list[str]:
     """The 1000 ILSVRC-2012 class names, index i being label i of TFDS imagenet2012."""
@@ -168,15 +181,26 @@ def _check_shapes(module, params, model_name):
             )
 
 
+def preprocess(pixels: np.ndarray, image_size: tuple[int, int], channels: int = 3) -> np.ndarray:
+    """A uint8 HW or HWC picture resized to `image_size`, as float32 HWC in [-1, 1].
+
+    Like the official fine-tuning evaluation: a plain bilinear resize of the
+    whole picture (no crop), then x / 127.5 - 1.
+    """
+    from PIL import Image
+
+    image = Image.fromarray(np.asarray(pixels, np.uint8))
+    image = image.convert("RGB" if channels == 3 else "L")
+    image = image.resize((image_size[1], image_size[0]), Image.BILINEAR)
+    return np.asarray(image, np.float32).reshape(*image_size, channels) / 127.5 - 1.0
+
+
 def load_image(path: str, image_size: tuple[int, int], channels: int = 3) -> np.ndarray:
-    """The image file at `path` resized to `image_size`, as float32 HWC in [-1, 1]."""
+    """The image file at `path` (any format Pillow reads), preprocessed as above."""
     from PIL import Image
 
     with Image.open(path) as image:
-        image = image.convert("RGB" if channels == 3 else "L")
-        image = image.resize((image_size[1], image_size[0]), Image.BILINEAR)
-        pixels = np.asarray(image, np.float32).reshape(*image_size, channels)
-    return pixels / 127.5 - 1.0
+        return preprocess(np.asarray(image.convert("RGB")), image_size, channels)
 
 
 def top_classes(logits, k: int, class_names: list[str]) -> list[tuple[int, str, float]]:
@@ -211,22 +235,35 @@ def _parse_args(argv):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> list[list[tuple[int, str, float]]]:
-    args = _parse_args(argv)
+def load_model(checkpoint: str, model_name: str | None = None, resolution: int | None = None):
+    """(params, LoadedModel) of a .npz checkpoint, its image size set.
+
+    `resolution` overrides the size read from the position table, and is
+    required where the checkpoint has none (BiT, posemb='none').
+    """
     from vit_jax.checkpoint import load_npz
 
-    params = load_npz(args.checkpoint)
-    loaded = model_from_params(params, args.model)
-    image_size = (args.resolution, args.resolution) if args.resolution else loaded.image_size
-    if image_size is None:
+    params = load_npz(checkpoint)
+    loaded = model_from_params(params, model_name)
+    if resolution:
+        loaded = dataclasses.replace(loaded, image_size=(resolution, resolution))
+    if loaded.image_size is None:
         raise SystemExit(
-            "the checkpoint does not fix the input resolution (no position table); "
+            f"{checkpoint} does not fix the input resolution (no position table); "
             "pass --resolution=PIXELS."
         )
+    return params, loaded
+
+
+def main(argv=None) -> list[list[tuple[int, str, float]]]:
+    args = _parse_args(argv)
+    params, loaded = load_model(args.checkpoint, args.model, args.resolution)
     if not loaded.module.num_classes:
         raise SystemExit(f"{args.checkpoint} has no classification head; nothing to classify.")
     class_names = _class_names(loaded.module.num_classes, args.labels)
-    images = np.stack([load_image(path, image_size, loaded.channels) for path in args.images])
+    images = np.stack(
+        [load_image(path, loaded.image_size, loaded.channels) for path in args.images]
+    )
     logits = jax.jit(lambda p, x: loaded.module.apply({"params": p}, x, train=False))(
         params, images
     )

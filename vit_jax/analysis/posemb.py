@@ -17,7 +17,7 @@ def position_embeddings(params, grid: tuple[int, int]) -> np.ndarray:
     Built by the model's own AddPositionEmbs so `learn_1d` tables and
     `learn_2d` row/column tables are read the same way the model reads them.
     """
-    tables = params["Transformer"]["posembed_input"]
+    tables = params["Transformer"].get("posembed_input", {})
     num_patches = grid[0] * grid[1]
     if "pos_embedding" in tables:
         kind = "learn_1d"
