@@ -318,6 +318,13 @@ def test_a_wrong_shape_names_the_key_and_both_shapes(tmp_path, vit):
     assert "Transformer/encoderblock_1/MlpBlock_0/Dense_1/kernel" in message
 
 
+def test_a_checkpoint_of_another_width_lists_the_first_misfits_and_counts_the_rest(vit):
+    _, params = vit
+    wider = abstract_params(get_model("testing", num_classes=10, hidden_size=32), 32)
+    with pytest.raises(checkpoint.CheckpointError, match=r"\.\.\. and \d+ more\."):
+        checkpoint.load_pretrained(params, wider)
+
+
 def test_a_key_missing_from_the_checkpoint_is_named(vit):
     model, params = vit
     incomplete = flat(params)

@@ -170,6 +170,7 @@ def save_npz(path, params: Params) -> None:
 # ---------------------------------------------------------------------------
 # Fitting a pre-trained checkpoint to a new model.
 
+_MAX_LISTED_PROBLEMS = 20  # Loading ViT-B into ViT-L would list hundreds.
 _POSEMB_1D = ("Transformer", "posembed_input", "pos_embedding")
 _POSEMB_ROW = ("Transformer", "posembed_input", "pos_embedding_row")
 _POSEMB_COL = ("Transformer", "posembed_input", "pos_embedding_col")
@@ -370,7 +371,7 @@ def load_pretrained(
     """
     if isinstance(path, Mapping):
         restored = to_model_layout(_flatten(path))
-        source = "the given parameters"
+        source = "the given parameter tree"
     else:
         restored = to_model_layout(_flatten(load_npz(path)))
         source = os.fspath(path)
@@ -399,8 +400,11 @@ def load_pretrained(
 
     fitted = jax.tree_util.tree_map_with_path(fit, init_params)
     if problems:
+        shown = problems[:_MAX_LISTED_PROBLEMS]
+        if len(problems) > len(shown):
+            shown.append(f"... and {len(problems) - len(shown)} more.")
         raise CheckpointError(
-            f"{source} does not fit the model:\n  " + "\n  ".join(problems) + "\nCheck that the "
+            f"{source} does not fit the model:\n  " + "\n  ".join(shown) + "\nCheck that the "
             "checkpoint is for this architecture (model name, patch size, classifier)."
         )
     dropped = sorted("/".join(name) for name in restored if name not in init)
