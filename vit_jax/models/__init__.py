@@ -8,6 +8,7 @@ import difflib
 
 import flax.linen as nn
 
+from vit_jax.models.mpp import MaskedPatchPredictor
 from vit_jax.models.resnet import BiTResNet, ResNetSpec
 from vit_jax.models.vit import VisionTransformer
 
@@ -69,13 +70,18 @@ MODELS = _registry()
 MODEL_NAMES = tuple(MODELS)
 
 
-def model_kwargs(name: str) -> dict:
-    """The registered hyper-parameters of `name` (a copy)."""
+def model_check(name: str) -> str:
+    """`name` if it is registered, else a ValueError with close matches."""
     if name not in MODELS:
         close = difflib.get_close_matches(name, MODEL_NAMES, n=3)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ValueError(f"Unknown model {name!r}.{hint} Known models: {', '.join(MODEL_NAMES)}.")
-    return dict(MODELS[name][1])
+    return name
+
+
+def model_kwargs(name: str) -> dict:
+    """The registered hyper-parameters of `name` (a copy)."""
+    return dict(MODELS[model_check(name)][1])
 
 
 def get_model(name: str, num_classes: int | None, **overrides) -> nn.Module:
@@ -84,8 +90,19 @@ def get_model(name: str, num_classes: int | None, **overrides) -> nn.Module:
     `overrides` replace any field of the module, e.g. `classifier="gap"`,
     `posemb="learn_2d"`, `representation_size=768`, `dtype=jnp.bfloat16`.
     """
+    return _build(MODELS[model_check(name)][0], name, num_classes, overrides)
+
+
+def get_masked_patch_model(name: str, **overrides) -> MaskedPatchPredictor:
+    """`name`'s ViT set up for masked patch prediction (Sec. 4.6): its encoder
+    tree is the classifier's, so fine-tuning loads it unchanged."""
+    if MODELS[model_check(name)][0] is not VisionTransformer or "resnet" in MODELS[name][1]:
+        raise ValueError(f"Masked patch prediction needs a plain ViT; {name} is not one.")
+    return _build(MaskedPatchPredictor, name, None, overrides)
+
+
+def _build(module_cls, name, num_classes, overrides):
     kwargs = model_kwargs(name)
-    module_cls = MODELS[name][0]
     fields = {f for f in module_cls.__dataclass_fields__ if f not in ("parent", "name")}
     unknown = sorted(set(overrides) - fields)
     if unknown:
@@ -97,4 +114,12 @@ def get_model(name: str, num_classes: int | None, **overrides) -> nn.Module:
     return module_cls(num_classes=num_classes, **kwargs)
 
 
-__all__ = ["MODEL_NAMES", "BiTResNet", "ResNetSpec", "VisionTransformer", "get_model"]
+__all__ = [
+    "MODEL_NAMES",
+    "BiTResNet",
+    "MaskedPatchPredictor",
+    "ResNetSpec",
+    "VisionTransformer",
+    "get_masked_patch_model",
+    "get_model",
+]

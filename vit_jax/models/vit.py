@@ -267,6 +267,14 @@ class VisionTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, images, *, train: bool = False):
+        tokens, grid = self.embed_patches(images)
+        return self.classify(self.encode(tokens, grid, train=train))
+
+    # The three stages below are separate so that variants (masked patch
+    # prediction) can change the tokens in between and keep the same tree.
+
+    def embed_patches(self, images):
+        """Images → (batch, rows·cols, hidden) patch embeddings and the grid."""
         self.setup_checks(images)
         x = images.astype(self.dtype)
         if self.resnet is not None:
@@ -290,17 +298,24 @@ class VisionTransformer(nn.Module):
             name="embedding",
         )(x)
         batch, rows, cols, hidden = x.shape
-        x = x.reshape(batch, rows * cols, hidden)
-        has_class_token = self.classifier == "token"
-        if has_class_token:
-            cls = self.param("cls", nn.initializers.zeros, (1, 1, hidden))
-            x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (batch, 1, 1)), x], axis=1)
-        x = Encoder(
+        return x.reshape(batch, rows * cols, hidden), (rows, cols)
+
+    @property
+    def has_class_token(self) -> bool:
+        return self.classifier == "token"
+
+    def encode(self, tokens, grid, *, train: bool):
+        """Prepends the [class] token and runs the encoder: (batch, T, hidden)."""
+        if self.has_class_token:
+            cls = self.param("cls", nn.initializers.zeros, (1, 1, tokens.shape[-1]))
+            cls = jnp.tile(cls.astype(tokens.dtype), (tokens.shape[0], 1, 1))
+            tokens = jnp.concatenate([cls, tokens], axis=1)
+        return Encoder(
             num_layers=self.num_layers,
             mlp_dim=self.mlp_dim,
             num_heads=self.num_heads,
-            grid=(rows, cols),
-            has_class_token=has_class_token,
+            grid=grid,
+            has_class_token=self.has_class_token,
             posemb=self.posemb,
             dtype=self.dtype,
             dropout_rate=self.dropout_rate,
@@ -308,8 +323,11 @@ class VisionTransformer(nn.Module):
             stochastic_depth=self.stochastic_depth,
             remat=self.remat,
             name="Transformer",
-        )(x, train=train)
-        x = x[:, 0] if has_class_token else jnp.mean(x, axis=1)
+        )(tokens, train=train)
+
+    def classify(self, encoded):
+        """y = class token (or mean of the patch tokens), pre-logits, head."""
+        x = encoded[:, 0] if self.has_class_token else jnp.mean(encoded, axis=1)
         if self.representation_size:
             x = jnp.tanh(nn.Dense(self.representation_size, name="pre_logits")(x))
         self.sow("intermediates", "pre_logits", x)
