@@ -107,7 +107,7 @@ def _to_numpy(value) -> np.ndarray:
 
         value = multihost_utils.process_allgather(value, tiled=True)
     value = np.asarray(value)
-    if value.dtype.kind == "V" or value.dtype.name == "bfloat16":
+    if value.dtype.kind == "V":  # bfloat16 and the other ml_dtypes extensions.
         value = value.astype(np.float32)
     return value
 
