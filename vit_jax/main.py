@@ -58,9 +58,17 @@ def _initialize_distributed() -> None:
     )
 
 
+def _quiet_library_info(record) -> bool:
+    """Keeps orbax's and jax's per-save INFO chatter out of the console; their
+    warnings and errors still show."""
+    noisy = ("/orbax/", "/jax/_src/")
+    return record.levelno >= logging.WARNING or not any(n in record.pathname for n in noisy)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.get_absl_handler().addFilter(_quiet_library_info)
     _initialize_distributed()
     from vit_jax import train  # After initialize: nothing may touch devices before it.
 

@@ -32,6 +32,17 @@ from vit_jax.models import get_model
 from vit_jax.train_state import Checkpoints, TrainState, describe_params
 
 LOSSES = ("softmax_xent", "sigmoid_xent")
+# Names users bring from big_vision, the official repo or habit.
+_FIELD_ALIASES = {
+    "learning_rate": "lr",
+    "base_lr": "lr",
+    "wd": "weight_decay",
+    "num_steps": "total_steps",
+    "warmup": "warmup_steps",
+    "grad_clip": "grad_clip_norm",
+    "polyak_decay": "ema_decay",
+    "input_size": "image_size",
+}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -98,7 +109,8 @@ def check_config(config) -> None:
     given = set(config.keys())
     for name in sorted(given - known):
         close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        suggestion = _FIELD_ALIASES.get(name) or (close[0] if close else None)
+        hint = f" Did you mean {suggestion!r}?" if suggestion else ""
         raise ValueError(f"config.{name} is not a field the trainer reads.{hint}")
     missing = sorted(known - given)
     if missing:
@@ -185,7 +197,7 @@ def make_train_step(model, tx, schedule, config, mesh):
         metrics = {
             "train/loss": loss,
             "train/accuracy": accuracy,
-            "train/grad_norm": optax.global_norm(grads),
+            "train/grad_norm": optax.tree.norm(grads),
             "train/lr": schedule(state.step),
         }
         new_state = state.replace(
@@ -269,13 +281,15 @@ class PreemptionWatch:
 # ---------------------------------------------------------------- the loop
 
 
-def _progress_line(step, total, metrics, steps_per_sec, images_per_sec):
-    eta = (total - step) / max(steps_per_sec, 1e-9)
+def _progress_line(step: int, total: int, metrics: dict) -> str:
+    steps_per_sec = metrics["train/steps_per_sec"]
+    eta = (total - step) / steps_per_sec if steps_per_sec else float("nan")
+    eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if steps_per_sec else "?"
     return (
         f"step {step}/{total} ({100 * step / total:.0f}%) loss {metrics['train/loss']:.4f} "
         f"lr {metrics['train/lr']:.2e} grad_norm {metrics['train/grad_norm']:.3f} | "
-        f"{steps_per_sec:.1f} steps/s {images_per_sec:.0f} img/s | "
-        f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}"
+        f"{steps_per_sec:.1f} steps/s {metrics['train/images_per_sec']:.0f} img/s | "
+        f"ETA {eta_text}"
     )
 
 
@@ -416,19 +430,18 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                     "make them agree."
                 )
             state, metrics = train_step(state, batch)
+            if step == first_step + 1:  # Time steps, not compilation.
+                jax.block_until_ready(state)
+                timer_step, timer_start = step, time.perf_counter()
 
             if step % config.log_every == 0 or step == total_steps:
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 elapsed = time.perf_counter() - timer_start
-                steps_per_sec = (step - timer_step) / elapsed
+                steps_per_sec = (step - timer_step) / elapsed if step > timer_step else 0.0
                 metrics["train/steps_per_sec"] = steps_per_sec
                 metrics["train/images_per_sec"] = steps_per_sec * config.batch_size
                 writer.write_scalars(step, metrics)
-                logging.info(
-                    _progress_line(
-                        step, total_steps, metrics, steps_per_sec, steps_per_sec * config.batch_size
-                    )
-                )
+                logging.info(_progress_line(step, total_steps, metrics))
                 timer_step, timer_start = step, time.perf_counter()
             if config.eval_every and step % config.eval_every == 0 and step != total_steps:
                 run_eval(step)

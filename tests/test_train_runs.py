@@ -1,0 +1,113 @@
+"""Whole runs of `python -m vit_jax.main` in subprocesses: exact resume after
+SIGKILL, and a clean checkpointed exit on SIGTERM (preemption)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--config.log_every=10",
+    "--config.eval_batch_size=120",  # Digits' test split is 360 images: 3 batches.
+]
+
+
+def main_command(workdir, *overrides):
+    return [
+        sys.executable,
+        "-m",
+        "vit_jax.main",
+        "--config=configs/testing.py",
+        f"--workdir={workdir}",
+        *TINY,
+        *overrides,
+    ]
+
+
+def subprocess_env(num_devices: int = 1) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = REPO
+    return env
+
+
+def start(command, log_path, env=None):
+    log = open(log_path, "w")  # noqa: SIM115 - closed by the caller via the process.
+    return subprocess.Popen(
+        command, cwd=REPO, env=env or subprocess_env(), stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def finish(process, log_path, timeout=300):
+    """Waits for `process`; on failure the assertion shows the log's tail."""
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with open(log_path) as f:
+        log = f.read()
+    assert process.returncode == 0, f"exit {process.returncode}:\n{log[-4000:]}"
+    return log
+
+
+def load_npz(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def wait_for(predicate, process, timeout=300, what="condition"):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert process.poll() is None, f"the run ended before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    total = ["--config.total_steps=400", "--config.checkpoint_every=50"]
+    # The reference run and the run to be killed share the 2 cores.
+    reference = start(main_command(tmp_path / "ref", *total), tmp_path / "ref.log")
+    killed_dir = tmp_path / "killed"
+    victim = start(main_command(killed_dir, *total), tmp_path / "killed.log")
+    first_checkpoint = killed_dir / "checkpoints" / "50"  # Renamed into place when complete.
+    wait_for(first_checkpoint.exists, victim, what="the first checkpoint")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+    assert not (killed_dir / "params.npz").exists(), "the run finished before it was killed"
+
+    log = finish(
+        start(main_command(killed_dir, *total), tmp_path / "resumed.log"), tmp_path / "resumed.log"
+    )
+    resumed_from = int(re.search(r"Resumed from .* at step (\d+)", log).group(1))
+    assert 50 <= resumed_from < 400
+    finish(reference, tmp_path / "ref.log")
+
+    expected = load_npz(tmp_path / "ref" / "params.npz")
+    got = load_npz(killed_dir / "params.npz")
+    assert expected.keys() == got.keys()
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+
+def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
+    workdir = tmp_path / "run"
+    log_path = tmp_path / "run.log"
+    process = start(
+        main_command(workdir, "--config.total_steps=100000", "--config.checkpoint_every=0"),
+        log_path,
+    )
+    wait_for(lambda: "step 20/100000" in log_path.read_text(), process, what="step 20")
+    process.send_signal(signal.SIGTERM)
+    log = finish(process, log_path, timeout=120)
+    step = int(re.search(r"SIGTERM: saved a checkpoint at step (\d+)", log).group(1))
+    assert 20 <= step < 100000
+    saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved == [step]  # checkpoint_every=0: the preemption save is the only one.
