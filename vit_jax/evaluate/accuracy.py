@@ -58,7 +58,7 @@ def accuracy(
     if not counted:
         raise ValueError("no labelled example was evaluated: the split is empty or unlabelled.")
     return {
-        "accuracy": correct / counted,
+        "accuracy": float(correct / counted),
         "num_counted": int(counted),
         "num_skipped": int(seen - counted),
     }

@@ -1,0 +1,137 @@
+"""`python -m vit_jax.evaluate COMMAND --checkpoint=FILE.npz ...`
+
+Commands:
+  accuracy  top-1 accuracy on a split (imagenet2012_real: ReaL accuracy, unlabelled
+            images skipped); the model and resolution come from the checkpoint
+  fewshot   few-shot linear probe: 1/5/10/25 shots, several seeds, mean ± std
+  vtab      fine-tune on the 19 VTAB-1k tasks and print the Natural / Specialized /
+            Structured / mean table (also written to WORKDIR/vtab.md)
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+from absl import logging
+
+from vit_jax.evaluate import accuracy, fewshot, vtab
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m vit_jax.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=("accuracy", "fewshot", "vtab"))
+    parser.add_argument("--checkpoint", required=True, help=".npz file written by save_npz")
+    parser.add_argument("--model", help="registered model name; default: read from the checkpoint")
+    parser.add_argument("--resolution", type=int, help="input size; default: the checkpoint's")
+    parser.add_argument("--data_dir", help="TFDS data directory")
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--preprocess", help="eval preprocessing; default: resize + [-1, 1]")
+    accuracy_args = parser.add_argument_group("accuracy")
+    accuracy_args.add_argument("--dataset", default="imagenet2012")
+    accuracy_args.add_argument("--split", default="test")
+    fewshot_args = parser.add_argument_group("fewshot")
+    fewshot_args.add_argument("--datasets", default="imagenet2012", help="comma-separated")
+    fewshot_args.add_argument("--train_split", default="train", help="pool the shots come from")
+    fewshot_args.add_argument("--test_split", default="test")
+    fewshot_args.add_argument("--shots", default="1,5,10,25")
+    fewshot_args.add_argument("--seeds", default="0,1,2")
+    fewshot_args.add_argument("--l2_reg", type=float, default=fewshot.DEFAULT_L2_REG)
+    vtab_args = parser.add_argument_group("vtab")
+    vtab_args.add_argument("--workdir", help="one sub-directory per task; resumable")
+    vtab_args.add_argument("--tasks", help="comma-separated subset; default: all 19")
+    vtab_args.add_argument("--steps", type=int, help="override the paper's 2,500 steps")
+    return parser.parse_args(argv)
+
+
+def _integers(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
+def _preprocess(args, size: int) -> str:
+    return args.preprocess or f"resize({size})|value_range(-1,1)"
+
+
+def run_accuracy(args, params, loaded) -> dict:
+    from vit_jax import data
+
+    logits_fn = jax.jit(lambda p, x: loaded.module.apply({"params": p}, x, train=False))
+    batches = data.get_iterator(
+        args.dataset,
+        args.split,
+        batch_size=args.batch_size,
+        preprocess=_preprocess(args, loaded.image_size[0]),
+        train=False,
+        data_dir=args.data_dir,
+        process_index=0,
+        process_count=1,
+    )
+    logging.info("%s[%s]: %d batches", args.dataset, args.split, len(batches))
+    return accuracy.accuracy(logits_fn, params, batches)
+
+
+def run_fewshot(args, params, loaded) -> dict:
+    datasets = {
+        name: fewshot.data_from_registry(
+            name,
+            args.train_split,
+            args.test_split,
+            preprocess=_preprocess(args, loaded.image_size[0]),
+            batch_size=args.batch_size,
+            data_dir=args.data_dir,
+        )
+        for name in args.datasets.split(",")
+    }
+    features_fn = fewshot.representation_fn(loaded.module)
+    return fewshot.evaluate(
+        features_fn, params, datasets, _integers(args.shots), _integers(args.seeds), args.l2_reg
+    )
+
+
+def run_vtab(args, loaded) -> str:
+    from vit_jax import data
+
+    if not args.workdir or not args.model:
+        raise SystemExit("vtab needs --workdir=DIR and --model=NAME (the model to fine-tune).")
+    tasks = args.tasks.split(",") if args.tasks else list(data.VTAB_TASKS)
+    unknown = sorted(set(tasks) - set(data.VTAB_TASKS))
+    if unknown:
+        raise SystemExit(f"unknown VTAB tasks {unknown}; known: {', '.join(data.VTAB_TASKS)}.")
+    configs = {}
+    for task in tasks:
+        config = vtab.task_config(task, args.checkpoint, args.model, loaded.image_size[0])
+        config.data_dir = args.data_dir
+        if args.steps:
+            config.total_steps = args.steps
+            config.warmup_steps = min(config.warmup_steps, args.steps // 5)
+        configs[task] = config
+    results = vtab.run_sweep(configs, args.workdir)
+    table = vtab.results_table(results, data.VTAB_GROUPS)
+    with open(os.path.join(args.workdir, "vtab.md"), "w") as f:
+        f.write(table + "\n")
+    return table
+
+
+def main(argv=None):
+    from vit_jax.infer import load_model
+
+    args = parse_args(argv)
+    logging.set_verbosity(logging.INFO)
+    params, loaded = load_model(args.checkpoint, args.model, args.resolution)
+    if args.command == "vtab":
+        result = run_vtab(args, loaded)
+        print(result)
+        return result
+    run = run_accuracy if args.command == "accuracy" else run_fewshot
+    result = run(args, params, loaded)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
