@@ -47,8 +47,8 @@ def get_config(arg=None):
     config.adam_eps = 1e-8
     config.momentum = 0.9  # Read by 'sgd' only.
     config.weight_decay = 0.1
-    config.wd_mults = [(r".*/kernel$", 1.0)]
-    config.lr_mults = []
+    config.wd_mults = ((r".*/kernel$", 1.0),)
+    config.lr_mults = ()
     config.warmup_steps = 100
     config.lr_decay = "cosine"
     config.end_lr_fraction = 0.0
@@ -61,8 +61,8 @@ def get_config(arg=None):
     config.seed = 0
 
     # One device on a laptop, data parallel over all devices elsewhere.
-    config.mesh = [("data", -1), ("fsdp", 1)]
-    config.sharding_rules = [(".*", "fsdp")]
+    config.mesh = (("data", -1), ("fsdp", 1))
+    config.sharding_rules = ((".*", "fsdp"),)
 
     config.log_every = 100
     config.eval_every = 500

@@ -68,7 +68,7 @@ def _quiet_library_info(record) -> bool:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.get_absl_handler().addFilter(_quiet_library_info)
+    logging.get_absl_handler().python_handler.addFilter(_quiet_library_info)
     _initialize_distributed()
     from vit_jax import train  # After initialize: nothing may touch devices before it.
 

@@ -74,8 +74,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.adam_eps = 1e-8
     c.momentum = 0.9  # SGD only; 0 disables.
     c.weight_decay = 0.0
-    c.wd_mults = [(r".*/kernel$", 1.0)]  # (regex, multiplier): which params decay.
-    c.lr_mults = []  # (regex, multiplier) per-parameter lr; 0 freezes.
+    c.wd_mults = ((r".*/kernel$", 1.0),)  # (regex, multiplier): which params decay.
+    c.lr_mults = ()  # (regex, multiplier) per-parameter lr; 0 freezes.
     c.warmup_steps = 0
     c.lr_decay = "cosine"  # 'cosine' | 'linear' | 'constant'
     c.end_lr_fraction = 0.0  # lr at the last step, as a fraction of lr.
@@ -88,8 +88,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.ema_decay = 0.0
     c.seed = 0
     # Sharding (vit_jax.sharding): mesh axes and (regex, spec) placement rules.
-    c.mesh = [("data", -1), ("fsdp", 1)]
-    c.sharding_rules = [(".*", "fsdp")]
+    c.mesh = (("data", -1), ("fsdp", 1))
+    c.sharding_rules = ((".*", "fsdp"),)
     # Cadences (steps) and checkpoints.
     c.log_every = 50
     c.eval_every = 0  # 0: only at the end.
