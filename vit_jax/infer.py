@@ -232,7 +232,7 @@ def _parse_args(argv):
     parser.add_argument("--resolution", type=int, help="input size; default: the checkpoint's")
     parser.add_argument("--labels", help="text file with one class name per line")
     parser.add_argument("--top", type=int, default=5, help="how many classes to print")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def load_model(checkpoint: str, model_name: str | None = None, resolution: int | None = None):

@@ -33,7 +33,7 @@ def parse_args(argv):
     parser.add_argument("--resolution", type=int, help="input size; default: the checkpoint's")
     parser.add_argument("--out_dir", default="analysis", help="where figures and numbers go")
     parser.add_argument("--components", type=int, default=28, help="filter components to show")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv=None) -> list[str]:
