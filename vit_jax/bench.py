@@ -1,0 +1,667 @@
+"""How fast is the model where it runs, and how close to the hardware's peak?
+
+    python -m vit_jax.bench --model=ViT-B_16 --batch=8 --resolution=224 \
+        --mode=forward,train [--dtype=float32,bfloat16] [--compare=timm]
+
+For every configuration (the product of the comma-separated lists) it prints
+and appends to a JSON-lines file:
+
+  images/s         of the jitted forward (`train=False`) or of the project's real
+                   train step (vit_jax.train.make_train_step, jitted with the
+                   trainer's shardings and state donation);
+  TFLOP/s          XLA's cost analysis of the lowered step ÷ its time;
+  MFU              model FLOPs (forward; 3 × forward for a train step, App. Table 6)
+                   ÷ time ÷ the device's peak: on CPU the best f32 matmul rate
+                   measured in the same run (JAX, and PyTorch when installed); on
+                   GPU/TPU the chip's spec sheet;
+  memory           XLA's memory analysis of the compiled step, per device
+                   (arguments + outputs + temporaries − donated buffers);
+  compile time     lowering + XLA compilation, seconds.
+
+`--compare=timm` builds timm's VisionTransformer with the same architecture
+(PyTorch on CPU; `make bench-deps` installs both, they are not project
+dependencies) and times it interleaved with ours, round by round, so that the
+ratio ours/timm stays fair on a loaded machine. `--compile_only` skips timing:
+with `--mesh=fsdp:8` on 8 simulated devices it shows what FSDP does to the
+per-device memory of a model too large to run here (e.g. ViT-H/14).
+"""
+
+import argparse
+import dataclasses
+import datetime
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vit_jax import optim, sharding
+from vit_jax.models import costs, get_model, model_kwargs
+
+MODES = ("forward", "train")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DEFAULT_RESULTS = os.path.join("experiments", "bench", "results.jsonl")
+INSTALL_HINT = "install PyTorch and timm into the venv with `make bench-deps`"
+
+# Dense matmul peaks per chip from the vendors' spec sheets, FLOP/s. JAX runs
+# float32 matmuls on these at TF32 (GPU) or bf16-pass (TPU) precision by
+# default, so the float32 entry is that rate. Order matters: first match wins.
+SPEC_PEAKS = (
+    ("h200", {"bfloat16": 989e12, "float32": 495e12}),
+    ("h100", {"bfloat16": 989e12, "float32": 495e12}),
+    ("a100", {"bfloat16": 312e12, "float32": 156e12}),
+    ("l4", {"bfloat16": 121e12, "float32": 60e12}),
+    ("tpu v4", {"bfloat16": 275e12, "float32": 275e12}),
+    ("tpu v5 lite", {"bfloat16": 197e12, "float32": 197e12}),
+    ("tpu v5", {"bfloat16": 459e12, "float32": 459e12}),
+    ("tpu v6", {"bfloat16": 918e12, "float32": 918e12}),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One benchmarked configuration."""
+
+    model: str
+    batch: int
+    resolution: int
+    mode: str
+    dtype: str
+
+
+# ---------------------------------------------------------------- the peak
+
+
+def jax_matmul_rate(size: int, repeats: int) -> float:
+    """Best FLOP/s of a jitted (size × size) @ (size × size) float32 matmul."""
+    a = jax.device_put(np.random.default_rng(0).standard_normal((size, size), np.float32))
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, a).block_until_ready()
+    best = min(_seconds(lambda: matmul(a, a).block_until_ready()) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def torch_matmul_rate(size: int, repeats: int) -> float:
+    """Best FLOP/s of the same matmul in PyTorch (its CPU kernels are oneDNN/MKL)."""
+    import torch
+
+    a = torch.randn(size, size, dtype=torch.float32)
+    torch.mm(a, a)
+    best = min(_seconds(lambda: torch.mm(a, a)) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def measured_peak(sizes, repeats: int, worker: "TimmWorker | None") -> dict:
+    """{'jax': best FLOP/s, 'torch': ..., 'peak': the larger}: the CPU's
+    attainable f32 rate, measured now so that load on the machine affects the
+    peak and the model alike. PyTorch's is measured in the timm worker."""
+    rates = {"jax": max(jax_matmul_rate(n, repeats) for n in sizes)}
+    if worker is not None:
+        rates["torch"] = worker.request(op="matmul", sizes=list(sizes), repeats=repeats)["flops"]
+    rates["peak"] = max(rates.values())
+    return rates
+
+
+def spec_peak(device, dtype: str) -> float | None:
+    """The chip's spec-sheet peak for `dtype` (per device), None when unknown."""
+    kind = device.device_kind.lower()
+    for name, peaks in SPEC_PEAKS:
+        if name in kind:
+            return peaks[dtype]
+    return None
+
+
+# ---------------------------------------------------------------- our steps
+
+
+@dataclasses.dataclass
+class CompiledStep:
+    """A compiled step and how to run it `iters` times (blocking at the end)."""
+
+    run: Callable[[int], None]
+    compile_seconds: float
+    xla_flops: float  # Of the lowered (global, unpartitioned) step.
+    memory_bytes: int | None  # Per device, from XLA's memory analysis.
+    memory: dict
+
+
+def _memory(compiled) -> tuple[int | None, dict]:
+    analysis = compiled.memory_analysis()
+    if analysis is None:  # Some backends do not implement it.
+        return None, {}
+    fields = ("argument", "output", "temp", "alias", "generated_code")
+    sizes = {f: int(getattr(analysis, f"{f}_size_in_bytes", 0)) for f in fields}
+    peak = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
+    return peak, sizes
+
+
+def _flops(lowered) -> float:
+    analysis = lowered.cost_analysis()
+    if isinstance(analysis, list | tuple):  # Older JAX: one dict per computation.
+        analysis = analysis[0]
+    return float(analysis["flops"])
+
+
+def _compile(jitted, *abstract_args):
+    start = time.perf_counter()
+    lowered = jitted.lower(*abstract_args)
+    compiled = lowered.compile()
+    return compiled, lowered, time.perf_counter() - start
+
+
+def _abstract(tree, shardings):
+    return jax.tree.map(
+        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), tree, shardings
+    )
+
+
+def _random_images(setting: Setting, data_sharding) -> jax.Array:
+    shape = (setting.batch, setting.resolution, setting.resolution, 3)
+    images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    return jax.device_put(images, data_sharding)
+
+
+def _train_module():
+    """vit_jax.train, imported late: it brings in TensorFlow (through clu), whose
+    LLVM symbols crash triton (imported by timm's torchvision) in the same
+    process, and the timm worker runs this module without it."""
+    from vit_jax import train
+
+    return train
+
+
+def train_config(setting: Setting, args) -> ml_collections.ConfigDict:
+    """The trainer's own config for this setting (Adam, clipping, cosine)."""
+    train = _train_module()
+    config = train.default_config()
+    config.model_name = setting.model
+    config.batch_size = setting.batch
+    config.image_size = setting.resolution
+    config.total_steps = 10_000
+    config.mesh = parse_mesh(args.mesh)
+    config.model.dtype = setting.dtype
+    if args.remat:
+        config.model.remat = True
+    train.check_config(config)
+    return config
+
+
+def build_forward(setting: Setting, args, mesh) -> CompiledStep:
+    """The jitted inference forward, params laid out by the trainer's rules."""
+    model = get_model(setting.model, args.num_classes, dtype=DTYPES[setting.dtype])
+    abstract_params = costs.abstract_params(model, setting.resolution)
+    rules = _train_module().default_config().sharding_rules
+    param_shardings = sharding.tree_shardings(abstract_params, mesh, rules)
+    data_sharding = sharding.batch_sharding(mesh)
+    forward = jax.jit(
+        lambda params, images: model.apply({"params": params}, images, train=False),
+        in_shardings=(param_shardings, data_sharding),
+        out_shardings=data_sharding,
+    )
+    image_shape = (setting.batch, setting.resolution, setting.resolution, 3)
+    images_abstract = jax.ShapeDtypeStruct(image_shape, jnp.float32, sharding=data_sharding)
+    compiled, lowered, seconds = _compile(
+        forward, _abstract(abstract_params, param_shardings), images_abstract
+    )
+    peak, sizes = _memory(compiled)
+    if args.compile_only:
+        return CompiledStep(None, seconds, _flops(lowered), peak, sizes)
+    params = jax.jit(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape[1:])))["params"],
+        out_shardings=param_shardings,
+    )()
+    images = _random_images(setting, data_sharding)
+
+    def run(iters):
+        for _ in range(iters):
+            out = compiled(params, images)
+        out.block_until_ready()
+
+    return CompiledStep(run, seconds, _flops(lowered), peak, sizes)
+
+
+def build_train(setting: Setting, args, mesh) -> CompiledStep:
+    """The trainer's step, jitted exactly as train_and_evaluate jits it."""
+    train = _train_module()
+    config = train_config(setting, args)
+    model = get_model(config.model_name, args.num_classes, **config.model)
+    image_shape = (setting.resolution, setting.resolution, 3)
+    abstract_params = costs.abstract_params(model, setting.resolution)
+    tx, schedule = optim.make_optimizer(config, abstract_params)
+    create_state = train.make_state_factory(model, tx, config, image_shape)
+    abstract_state = jax.eval_shape(create_state, jax.random.key(0))
+    state_shardings = sharding.tree_shardings(abstract_state, mesh, config.sharding_rules)
+    data_sharding = sharding.batch_sharding(mesh)
+    step = jax.jit(
+        train.make_train_step(model, tx, schedule, config, mesh),
+        in_shardings=(state_shardings, data_sharding),
+        out_shardings=(state_shardings, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+    batch_abstract = {
+        "image": jax.ShapeDtypeStruct((setting.batch, *image_shape), jnp.float32),
+        "labels": jax.ShapeDtypeStruct((setting.batch, args.num_classes), jnp.float32),
+    }
+    compiled, lowered, seconds = _compile(
+        step, _abstract(abstract_state, state_shardings), batch_abstract
+    )
+    peak, sizes = _memory(compiled)
+    if args.compile_only:
+        return CompiledStep(None, seconds, _flops(lowered), peak, sizes)
+    holder = {"state": jax.jit(create_state, out_shardings=state_shardings)(jax.random.key(0))}
+    labels = np.eye(args.num_classes, dtype=np.float32)[np.arange(setting.batch) % args.num_classes]
+    batch = {
+        "image": _random_images(setting, data_sharding),
+        "labels": jax.device_put(labels, data_sharding),
+    }
+
+    def run(iters):
+        state = holder.pop("state")  # Donated: the old buffers die with each step.
+        for _ in range(iters):
+            state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+        holder["state"] = state
+
+    return CompiledStep(run, seconds, _flops(lowered), peak, sizes)
+
+
+# ---------------------------------------------------------------- timm's steps
+#
+# timm runs in a worker process of its own: torchvision imports triton, whose
+# LLVM crashes against TensorFlow's (which vit_jax.train loads through clu)
+# when both live in one process. The worker answers one JSON line per request
+# on stdin/stdout; its steps still alternate with ours, round by round.
+
+
+def timm_runner(setting: Setting, num_classes: int) -> Callable[[int], None]:
+    """timm's VisionTransformer with our architecture, forward or an Adam +
+    clipping train step like ours, as a function of the iteration count."""
+    import torch
+
+    model = timm_model(setting.model, setting.resolution, num_classes)
+    images = torch.from_numpy(
+        np.random.default_rng(0)
+        .uniform(-1, 1, (setting.batch, 3, setting.resolution, setting.resolution))
+        .astype(np.float32)
+    )
+    autocast = torch.autocast("cpu", torch.bfloat16, enabled=setting.dtype == "bfloat16")
+    if setting.mode == "forward":
+        model.eval()
+
+        def run(iters):
+            with torch.inference_mode(), autocast:
+                for _ in range(iters):
+                    model(images)
+
+        return run
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    labels = torch.arange(setting.batch) % num_classes
+
+    def run(iters):
+        for _ in range(iters):
+            with autocast:
+                loss = torch.nn.functional.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+
+    return run
+
+
+def timm_model(name: str, resolution: int, num_classes: int):
+    """timm's VisionTransformer with the hyper-parameters of our `name`."""
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    kwargs = model_kwargs(name)
+    if kwargs.get("resnet") is not None or "hidden_size" not in kwargs:
+        raise ValueError(f"--compare=timm supports the plain ViTs; {name} is not one.")
+    return TimmViT(
+        img_size=resolution,
+        patch_size=kwargs["patch_size"][0],
+        embed_dim=kwargs["hidden_size"],
+        depth=kwargs["num_layers"],
+        num_heads=kwargs["num_heads"],
+        mlp_ratio=kwargs["mlp_dim"] / kwargs["hidden_size"],
+        num_classes=num_classes,
+        global_pool="token",
+    )
+
+
+def timm_worker(requests, replies) -> None:
+    """The worker's loop: 'matmul' → best FLOP/s, 'build' → a timm step,
+    'run' → that step run `iters` times, 'count' → its parameter count."""
+    run = model = None
+    for line in requests:
+        request = json.loads(line)
+        try:
+            import timm  # noqa: F401
+            import torch
+
+            torch.set_num_threads(os.cpu_count())
+            if request["op"] == "matmul":
+                rate = max(torch_matmul_rate(n, request["repeats"]) for n in request["sizes"])
+                reply = {"flops": rate}
+            elif request["op"] == "build":
+                setting = Setting(**request["setting"])
+                run = timm_runner(setting, request["num_classes"])
+                model = timm_model(setting.model, setting.resolution, request["num_classes"])
+                reply = {"params": sum(p.numel() for p in model.parameters())}
+            else:
+                run(request["iters"])
+                reply = {"done": True}
+        except Exception as error:  # Reported to the parent, which stops with it.
+            reply = {"error": f"{type(error).__name__}: {error}"}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
+class TimmWorker:
+    """The parent's handle on a timm worker process (see timm_worker)."""
+
+    def __init__(self):
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "vit_jax.bench", "--timm_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def request(self, **request) -> dict:
+        self._process.stdin.write(json.dumps(request) + "\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the timm worker died (exit {self._process.wait()}); see above.")
+        reply = json.loads(line)
+        if "error" in reply:
+            hint = f": {INSTALL_HINT}" if "ModuleNotFoundError" in reply["error"] else ""
+            raise SystemExit(f"--compare=timm failed in the timm worker: {reply['error']}{hint}.")
+        return reply
+
+    def runner(self, setting: Setting, num_classes: int) -> tuple[Callable[[int], None], int]:
+        """A run(iters) for timm's step of `setting`, and timm's parameter count."""
+        built = self.request(
+            op="build", setting=dataclasses.asdict(setting), num_classes=num_classes
+        )
+        return (lambda iters: self.request(op="run", iters=iters)), built["params"]
+
+    def close(self) -> None:
+        self._process.stdin.close()
+        self._process.wait()
+
+
+# ---------------------------------------------------------------- timing
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def time_interleaved(runners: dict, rounds: int, iters: int) -> dict[str, list[float]]:
+    """Seconds per iteration of each runner, per round. Runners alternate inside
+    every round, so a load spike on the machine hits them alike."""
+    for run in runners.values():
+        run(1)  # Warm-up: first-call allocations, caches, lazy init.
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            times[name].append(_seconds(lambda run=run: run(iters)) / iters)
+    return times
+
+
+# ---------------------------------------------------------------- one setting
+
+
+def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> dict:
+    """Compiles, times and describes one setting: the JSON record."""
+    if setting.mode not in MODES:
+        raise SystemExit(f"--mode={setting.mode!r}; choose from {', '.join(MODES)}.")
+    if setting.dtype not in DTYPES:
+        raise SystemExit(f"--dtype={setting.dtype!r}; choose from {', '.join(DTYPES)}.")
+    sharding.check_batch_size(setting.batch, mesh, "--batch")
+    build = build_forward if setting.mode == "forward" else build_train
+    ours = build(setting, args, mesh)
+    model = get_model(setting.model, args.num_classes)
+    num_params = costs.count_params(costs.abstract_params(model, setting.resolution))
+    forward_flops = costs.forward_flops(model, setting.resolution, setting.batch)
+    model_flops = forward_flops * (1 if setting.mode == "forward" else 3)
+    record = {
+        **dataclasses.asdict(setting),
+        "mesh": args.mesh,
+        "remat": args.remat,
+        "params": num_params,
+        "compile_s": ours.compile_seconds,
+        "xla_flops_per_step": ours.xla_flops,
+        "model_flops_per_step": model_flops,
+        "memory_bytes_per_device": ours.memory_bytes,
+        "memory_breakdown": ours.memory,
+    }
+    if args.compile_only:
+        return record
+    runners = {"vit_jax": ours.run}
+    if worker is not None:
+        runners["timm"], timm_params = worker.runner(setting, args.num_classes)
+        if timm_params != num_params:  # Same architecture, or the ratio means nothing.
+            raise SystemExit(
+                f"timm's {setting.model} has {timm_params:,} parameters, ours {num_params:,}: "
+                "timm_model no longer builds the same architecture."
+            )
+    times = time_interleaved(runners, args.rounds, args.iters)
+    seconds = statistics.median(times["vit_jax"])
+    device_peak = mesh_peak(setting.dtype, peak, mesh)
+    record.update(
+        step_s=seconds,
+        step_s_rounds=times["vit_jax"],
+        images_per_s=setting.batch / seconds,
+        achieved_tflops=ours.xla_flops / seconds / 1e12,
+        model_tflops=model_flops / seconds / 1e12,
+        peak_tflops=device_peak / 1e12 if device_peak else None,
+        mfu=model_flops / seconds / device_peak if device_peak else None,
+        xla_flops_utilisation=ours.xla_flops / seconds / device_peak if device_peak else None,
+    )
+    if "timm" in times:
+        # Paired per round: each ratio compares two runs made back to back.
+        ratios = [t / o for o, t in zip(times["vit_jax"], times["timm"], strict=True)]
+        record.update(
+            timm_step_s_rounds=times["timm"],
+            timm_images_per_s=setting.batch / statistics.median(times["timm"]),
+            ratio_vs_timm=statistics.median(ratios),
+        )
+    return record
+
+
+def mesh_peak(dtype: str, peak: dict | None, mesh) -> float | None:
+    """The FLOP/s the whole mesh could reach. On CPU that is the measured
+    matmul rate of the machine, however many devices are simulated on it."""
+    device = mesh.devices.flat[0]
+    if device.platform == "cpu":
+        return peak["peak"] if peak else None
+    per_device = spec_peak(device, dtype)
+    return per_device * mesh.size if per_device else None
+
+
+# ---------------------------------------------------------------- output
+
+
+def describe_run(peak: dict | None) -> dict:
+    """What every record of this run shares: machine, versions, load, peak."""
+    device = jax.devices()[0]
+    run = {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": device.platform,
+        "device_kind": device.device_kind,
+        "num_devices": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "load_avg_1m_start": os.getloadavg()[0],
+    }
+    if peak:
+        run["matmul_gflops"] = {k: v / 1e9 for k, v in peak.items()}
+    return run
+
+
+def format_record(record: dict) -> str:
+    """One human-readable block per setting."""
+    head = (
+        f"{record['model']} {record['mode']} batch {record['batch']} @{record['resolution']} "
+        f"{record['dtype']} mesh {record['mesh']}{' remat' if record['remat'] else ''}"
+    )
+    memory = record["memory_bytes_per_device"]
+    lines = [
+        head,
+        f"  compile {record['compile_s']:.1f} s | memory/device "
+        + (f"{memory / 2**20:,.1f} MiB" if memory is not None else "n/a")
+        + f" | XLA GFLOP/step {record['xla_flops_per_step'] / 1e9:,.4g}"
+        f" | model GFLOP/step {record['model_flops_per_step'] / 1e9:,.4g}",
+    ]
+    if "images_per_s" in record:
+        mfu = record["mfu"]
+        lines.append(
+            f"  {record['images_per_s']:.2f} img/s | {1e3 * record['step_s']:.1f} ms/step | "
+            f"achieved {1e3 * record['achieved_tflops']:.1f} GFLOP/s (XLA count) | MFU "
+            + (
+                f"{100 * mfu:.1f}% of {1e3 * record['peak_tflops']:,.1f} GFLOP/s"
+                if mfu is not None
+                else "n/a (unknown device peak)"
+            )
+        )
+    if "ratio_vs_timm" in record:
+        lines.append(
+            f"  timm {record['timm_images_per_s']:.2f} img/s | ours/timm "
+            f"{record['ratio_vs_timm']:.3f}"
+        )
+    lines.append(f"  load average {record['load_avg_1m_start']:.2f} → {record['load_avg_1m']:.2f}")
+    return "\n".join(lines)
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def parse_mesh(text: str) -> list[tuple[str, int]]:
+    """'data:-1,fsdp:8' → [('data', -1), ('fsdp', 8)] (config.mesh's form)."""
+    axes = []
+    for part in text.split(","):
+        name, _, size = part.partition(":")
+        try:
+            axes.append((name.strip(), int(size)))
+        except ValueError:
+            raise SystemExit(
+                f"--mesh={text!r}: write axes as name:size, e.g. data:-1,fsdp:8."
+            ) from None
+    return axes
+
+
+def _csv(cast):
+    return lambda text: [cast(x) for x in text.split(",") if x]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m vit_jax.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--model", type=_csv(str), default=["ViT-B_16"])
+    parser.add_argument("--batch", type=_csv(int), default=[8], help="global batch size(s)")
+    parser.add_argument("--resolution", type=_csv(int), default=[224])
+    parser.add_argument("--mode", type=_csv(str), default=["forward", "train"])
+    parser.add_argument("--dtype", type=_csv(str), default=["float32"])
+    parser.add_argument("--compare", choices=["none", "timm"], default="none")
+    parser.add_argument("--num_classes", type=int, default=1000)
+    parser.add_argument("--mesh", default="data:-1,fsdp:1", help="config.mesh as name:size,...")
+    parser.add_argument("--remat", action="store_true", help="rematerialise encoder blocks")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median is kept)")
+    parser.add_argument("--iters", type=int, default=2, help="steps per round and runner")
+    parser.add_argument(
+        "--matmul_sizes", type=_csv(int), default=[1024, 2048, 4096], help="for the CPU peak"
+    )
+    parser.add_argument(
+        "--compile_only", action="store_true", help="compile and report memory, no timing"
+    )
+    parser.add_argument(
+        "--simulate_devices",
+        type=int,
+        default=0,
+        help="N simulated CPU devices (sets XLA_FLAGS before JAX starts its backend)",
+    )
+    parser.add_argument("--results", default=DEFAULT_RESULTS, help="JSON-lines file to append to")
+    parser.add_argument("--timm_worker", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _simulate_devices(count: int) -> None:
+    flag = f"--xla_force_host_platform_device_count={count}"
+    if flag in os.environ.get("XLA_FLAGS", ""):
+        return
+    if jax._src.xla_bridge.backends_are_initialized():
+        raise SystemExit(
+            f"--simulate_devices={count}: JAX's backend already started; run in a fresh process "
+            f"or set XLA_FLAGS={flag} in the environment."
+        )
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    if args.timm_worker:
+        timm_worker(sys.stdin, sys.stdout)
+        return []
+    worker = TimmWorker() if args.compare == "timm" else None
+    try:
+        return run_all(args, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def run_all(args, worker) -> list[dict]:
+    """Every setting of `args`, printed and appended to args.results."""
+    if args.simulate_devices:
+        _simulate_devices(args.simulate_devices)
+    mesh = sharding.make_mesh(parse_mesh(args.mesh))
+    on_cpu = jax.devices()[0].platform == "cpu"
+    peak = None
+    if on_cpu and not args.compile_only:
+        print(f"Measuring the f32 matmul peak (sizes {args.matmul_sizes})...", flush=True)
+        peak = measured_peak(args.matmul_sizes, repeats=3, worker=worker)
+        print("  " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peak.items()), flush=True)
+    run = describe_run(peak)
+    records = []
+    settings = itertools.product(args.model, args.batch, args.resolution, args.mode, args.dtype)
+    for values in settings:
+        setting = Setting(*values)
+        print(f"Benchmarking {setting} ...", flush=True)
+        record = {
+            **run,
+            **benchmark(setting, args, mesh, peak, worker),
+            "load_avg_1m": os.getloadavg()[0],
+        }
+        print(format_record(record), flush=True)
+        append_jsonl(args.results, record)
+        records.append(record)
+    print(f"Appended {len(records)} record(s) to {args.results}.")
+    return records
+
+
+if __name__ == "__main__":
+    main()
