@@ -62,7 +62,7 @@ def test_rollout_on_given_image_files_of_a_gap_model(tmp_path):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(photo)
     out_dir = tmp_path / "out"
-    main(["rollout", str(photo), f"--checkpoint={checkpoint}", f"--out_dir={out_dir}"])
+    main(["rollout", f"--checkpoint={checkpoint}", f"--out_dir={out_dir}", str(photo)])
     _assert_png(out_dir / "rollout.png")
     assert np.load(out_dir / "rollout.npz")["relevance"].shape == (1, 4, 4)
     main(["posemb", f"--checkpoint={checkpoint}", f"--out_dir={out_dir}"])

@@ -73,6 +73,7 @@ def distance_figure(path: str, distances: np.ndarray, patch_pixels: float) -> st
     axis = figure.subplots()
     for head in range(heads):
         axis.scatter(np.arange(1, layers + 1), distances[:, head], s=12, label=f"head {head + 1}")
+    axis.set_xticks(np.arange(1, layers + 1))
     axis.set_xlabel("network depth (layer)")
     axis.set_ylabel("mean attention distance (pixels)")
     axis.set_title(f"{patch_pixels:g}-pixel patches")
