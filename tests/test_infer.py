@@ -106,3 +106,20 @@ def test_infer_reads_grey_scale_checkpoints_and_custom_labels(tmp_path, photo, c
     (top,) = infer.main([f"--checkpoint={checkpoint}", f"--labels={labels}", photo])
     assert sorted(name for _, name, _ in top) == ["one", "two", "zero"]
     np.testing.assert_allclose(sum(p for _, _, p in top), 1.0, rtol=1e-5)
+
+
+def test_bit_checkpoints_need_the_model_name_and_a_resolution(tmp_path, photo):
+    shapes = _param_shapes(get_model("BiT-testing", num_classes=4), 32)
+    params = jax.tree.map(np.zeros, shapes, is_leaf=lambda x: isinstance(x, tuple))
+    with pytest.raises(ValueError, match="pass --model=NAME"):
+        infer.model_from_params(params)
+    loaded = infer.model_from_params(params, "BiT-testing")
+    assert loaded.module.num_classes == 4 and loaded.image_size is None
+    checkpoint = tmp_path / "bit.npz"
+    save_npz(checkpoint, params)
+    with pytest.raises(SystemExit, match="pass --resolution"):
+        infer.main([f"--checkpoint={checkpoint}", "--model=BiT-testing", photo])
+    (top,) = infer.main(
+        [f"--checkpoint={checkpoint}", "--model=BiT-testing", "--resolution=32", photo]
+    )
+    np.testing.assert_allclose([p for _, _, p in top], 0.25, rtol=1e-5)  # A zero head: uniform.
