@@ -1,0 +1,94 @@
+"""vit_jax.bench at a tiny size: it runs, prints and records every field.
+Nothing here is timed against a threshold; the real numbers are in
+docs/performance.md."""
+
+import importlib.util
+import json
+import types
+
+import pytest
+
+from vit_jax import bench
+from vit_jax.models import costs, get_model
+
+TINY = ["--model=testing", "--resolution=16", "--rounds=1", "--iters=1", "--matmul_sizes=64"]
+
+
+def run_bench(tmp_path, *flags):
+    results = tmp_path / "results.jsonl"
+    records = bench.main([*TINY, f"--results={results}", *flags])
+    return records, [json.loads(line) for line in results.read_text().splitlines()]
+
+
+def test_forward_and_train_print_and_record_every_field(tmp_path, capsys):
+    records, lines = run_bench(tmp_path, "--batch=8", "--mode=forward,train")
+    testing_vit = get_model("testing", num_classes=1000)  # The benchmark's default head.
+    printed = capsys.readouterr().out
+    assert [r["mode"] for r in lines] == ["forward", "train"]
+    assert lines == json.loads(json.dumps(records))  # What is printed is what is stored.
+    for record in records:
+        assert record["images_per_s"] > 0 and record["step_s"] > 0
+        assert record["compile_s"] > 0
+        assert record["memory_bytes_per_device"] > 0
+        assert 0 < record["mfu"] and record["achieved_tflops"] > 0
+        assert record["peak_tflops"] == record["matmul_gflops"]["peak"] / 1e3
+        assert record["params"] == costs.count_params(costs.abstract_params(testing_vit, 16))
+        assert record["load_avg_1m"] >= 0
+    forward, train = records
+    # A train step is forward + backward (+ optimizer): at least 3× the model FLOPs.
+    assert train["model_flops_per_step"] == pytest.approx(3 * forward["model_flops_per_step"])
+    assert train["xla_flops_per_step"] > 2.5 * forward["xla_flops_per_step"]
+    for field in ("img/s", "ms/step", "GFLOP/s (XLA count)", "MFU", "compile", "memory/device"):
+        assert printed.count(field) >= 2, field
+    assert "Appended 2 record(s)" in printed
+
+
+def test_bfloat16_and_remat_configurations_run(tmp_path):
+    records, _ = run_bench(tmp_path, "--batch=8", "--mode=train", "--dtype=bfloat16", "--remat")
+    (record,) = records
+    assert record["dtype"] == "bfloat16" and record["remat"]
+    assert record["images_per_s"] > 0
+
+
+def test_compare_timm_or_names_the_install_target(tmp_path, capsys):
+    """timm is no project dependency: with it the ratio is recorded, without it
+    the error names the make target that installs it."""
+    flags = ("--batch=8", "--mode=forward", "--compare=timm")
+    if importlib.util.find_spec("timm") is None:
+        with pytest.raises(SystemExit, match="make bench-deps"):
+            run_bench(tmp_path, *flags)
+        return
+    (record,), _ = run_bench(tmp_path, *flags)
+    assert record["timm_images_per_s"] > 0 and record["ratio_vs_timm"] > 0
+    assert record["matmul_gflops"]["torch"] > 0
+    assert "ours/timm" in capsys.readouterr().out
+
+
+def test_fsdp_divides_the_state_over_devices(tmp_path):
+    """Compile-only memory analysis on the 8 simulated devices: FSDP keeps about
+    an eighth of the parameters and optimizer state on each device."""
+    flags = ("--batch=8", "--mode=train", "--compile_only")
+    (replicated,), _ = run_bench(tmp_path, *flags, "--mesh=data:8,fsdp:1")
+    (sharded,), _ = run_bench(tmp_path, *flags, "--mesh=data:1,fsdp:8")
+    assert "images_per_s" not in sharded  # Compile-only: nothing ran.
+    ratio = sharded["memory_breakdown"]["argument"] / replicated["memory_breakdown"]["argument"]
+    assert ratio < 0.25  # 1/8 plus the leaves no axis of which divides by 8.
+
+
+def test_mesh_and_spec_peaks_parse():
+    assert bench.parse_mesh("data:-1,fsdp:8") == [("data", -1), ("fsdp", 8)]
+    with pytest.raises(SystemExit, match="name:size"):
+        bench.parse_mesh("fsdp=8")
+    h100 = types.SimpleNamespace(device_kind="NVIDIA H100 80GB HBM3")
+    assert bench.spec_peak(h100, "bfloat16") == 989e12
+    assert bench.spec_peak(types.SimpleNamespace(device_kind="TPU v5 lite"), "bfloat16") == 197e12
+    assert bench.spec_peak(types.SimpleNamespace(device_kind="Some new chip"), "float32") is None
+
+
+def test_bad_settings_fail_before_any_work(tmp_path):
+    with pytest.raises(SystemExit, match="choose from forward, train"):
+        run_bench(tmp_path, "--batch=8", "--mode=backward")
+    with pytest.raises(SystemExit, match="choose from float32, bfloat16"):
+        run_bench(tmp_path, "--batch=8", "--dtype=float16")
+    with pytest.raises(ValueError, match="not divisible by the 8 data-parallel devices"):
+        run_bench(tmp_path, "--batch=6")
