@@ -2,6 +2,7 @@
 through the training loop on the bundled digits (VTAB's own data needs downloads)."""
 
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ from vit_jax.evaluate import vtab
 from vit_jax.evaluate.__main__ import main
 from vit_jax.models import get_model
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 DIGITS_MODEL = dict(patch_size=(2, 2))  # 'testing' on 8x8 digits: a 4x4 grid.
 
 
@@ -55,15 +57,19 @@ def test_fewshot_command_reports_mean_and_std_per_shot(tmp_path):
 
 def test_vtab_sweep_fine_tunes_each_task_and_resumes(tmp_path):
     _, _, checkpoint = _digits_checkpoint(tmp_path)
-    configs = {}
-    for task in ("digits_a", "digits_b"):
-        config = vtab.task_config("unused", checkpoint, "testing", image_size=8)
-        config.model = ml_collections.ConfigDict(DIGITS_MODEL)
-        config.dataset, config.train_split = "digits", "train[:800]"
-        config.pp_train = config.pp_eval = "value_range(-1,1)"
-        config.batch_size, config.total_steps, config.warmup_steps = 16, 3, 1
+    # The paper's per-task recipe, then shrunk to the digits and a few steps.
+    configs = vtab.task_configs(
+        str(REPO / "configs" / "vit_vtab.py"), ("dtd", "svhn"), "ViT-B_16", checkpoint, steps=3
+    )
+    configs = {"digits_a": configs["dtd"], "digits_b": configs["svhn"]}
+    assert configs["digits_a"].dataset == "vtab/dtd" and configs["digits_a"].lr == 0.01
+    for config in configs.values():
+        config.model_name, config.model = "testing", ml_collections.ConfigDict(DIGITS_MODEL)
+        config.dataset, config.train_split, config.test_split = "digits", "train[:800]", "test"
+        config.image_size, config.pp_train = 8, "value_range(-1,1)"
+        config.pp_eval = "value_range(-1,1)"
+        config.batch_size, config.eval_batch_size = 16, 16
         config.checkpoint_every, config.export_npz = 0, False
-        configs[task] = config
     # digits_b finished in an earlier run: only digits_a is fine-tuned (one
     # training run keeps this test short), digits_b's result is read back.
     (tmp_path / "sweep" / "digits_b").mkdir(parents=True)

@@ -46,6 +46,7 @@ def parse_args(argv):
     vtab_args.add_argument("--workdir", help="one sub-directory per task; resumable")
     vtab_args.add_argument("--tasks", help="comma-separated subset; default: all 19")
     vtab_args.add_argument("--steps", type=int, help="override the paper's 2,500 steps")
+    vtab_args.add_argument("--config", default="configs/vit_vtab.py", help="per-task recipe")
     return parser.parse_args(argv)
 
 
@@ -93,7 +94,7 @@ def run_fewshot(args, params, loaded) -> dict:
     )
 
 
-def run_vtab(args, loaded) -> str:
+def run_vtab(args) -> str:
     from vit_jax import data
 
     if not args.workdir or not args.model:
@@ -102,14 +103,9 @@ def run_vtab(args, loaded) -> str:
     unknown = sorted(set(tasks) - set(data.VTAB_TASKS))
     if unknown:
         raise SystemExit(f"unknown VTAB tasks {unknown}; known: {', '.join(data.VTAB_TASKS)}.")
-    configs = {}
-    for task in tasks:
-        config = vtab.task_config(task, args.checkpoint, args.model, loaded.image_size[0])
+    configs = vtab.task_configs(args.config, tasks, args.model, args.checkpoint, args.steps)
+    for config in configs.values():
         config.data_dir = args.data_dir
-        if args.steps:
-            config.total_steps = args.steps
-            config.warmup_steps = min(config.warmup_steps, args.steps // 5)
-        configs[task] = config
     results = vtab.run_sweep(configs, args.workdir)
     table = vtab.results_table(results, data.VTAB_GROUPS)
     with open(os.path.join(args.workdir, "vtab.md"), "w") as f:
@@ -122,11 +118,11 @@ def main(argv=None):
 
     args = parse_args(argv)
     logging.set_verbosity(logging.INFO)
-    params, loaded = load_model(args.checkpoint, args.model, args.resolution)
-    if args.command == "vtab":
-        result = run_vtab(args, loaded)
+    if args.command == "vtab":  # The training loop loads the checkpoint per task.
+        result = run_vtab(args)
         print(result)
         return result
+    params, loaded = load_model(args.checkpoint, args.model, args.resolution)
     run = run_accuracy if args.command == "accuracy" else run_fewshot
     result = run(args, params, loaded)
     print(json.dumps(result, indent=2))
