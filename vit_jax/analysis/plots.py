@@ -35,8 +35,9 @@ def rollout_figure(path: str, images, relevance, titles) -> str:
         cmap = "gray" if picture.ndim == 2 else None
         axes[row, 0].imshow(picture, cmap=cmap)
         axes[row, 0].set_title(title)
-        shown = axes[row, 1].imshow(patch_map, cmap="inferno")
-        axes[row, 1].set_title("attention rollout")
+        # In multiples of the uniform weight: 1 means "an average patch".
+        shown = axes[row, 1].imshow(patch_map * patch_map.size, cmap="inferno")
+        axes[row, 1].set_title("rollout (× uniform)")
         figure.colorbar(shown, ax=axes[row, 1], fraction=0.046)
         axes[row, 2].imshow(weighted, cmap=cmap)
         axes[row, 2].set_title("photo × rollout")
