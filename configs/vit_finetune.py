@@ -16,12 +16,13 @@ Argument keys:
 
 Common to all (Sec. 4.1, App. B.1.1): SGD with momentum 0.9, batch 512, 500
 linear warm-up steps then cosine decay, no weight decay, clipping at global
-norm 1, 384 px. The head is a new zero-initialised linear layer and the
-pre-logits layer is dropped; position embeddings are resized to the new grid
-(vit_jax.checkpoint.load_pretrained).
+norm 1, 384 px (ViT-H/14: 378, the nearest multiple of 14). The head is a new
+zero-initialised linear layer and the pre-logits layer is dropped; position
+embeddings are resized to the new grid (vit_jax.checkpoint.load_pretrained).
 """
 
 from configs import common
+from vit_jax.models import model_kwargs
 from vit_jax.train import default_config
 
 # Table 4: dataset → (steps, LR sweep).
@@ -41,6 +42,16 @@ RESOLUTION = 384
 SGD_MOMENTUM = 0.9
 WARMUP_STEPS = 500
 GRAD_CLIP_NORM = 1.0
+
+
+def fit_to_patches(model: str, resolution: int) -> int:
+    """The multiple of a plain ViT's patch size nearest to `resolution` (ViT-H/14
+    at "384" runs at 378, a 27x27 grid); other models keep `resolution`."""
+    options = model_kwargs(model)
+    if "patch_size" not in options or options.get("resnet") is not None:
+        return resolution
+    patch = options["patch_size"][0]
+    return round(resolution / patch) * patch
 
 
 def default_lr(sweep) -> float:
@@ -91,7 +102,7 @@ def get_config(arg=None):
     steps, sweep = TABLE_4[choice.dataset]
     lr = choice.lr or default_lr(sweep)
     common.check_choice(f"lr (Table 4, {choice.dataset})", lr, sweep)
-    resolution, polyak = RESOLUTION, 0.0
+    resolution, polyak = fit_to_patches(choice.model, RESOLUTION), 0.0
     if choice.table2:
         common.check_choice("model (Table 2)", choice.model, tuple(TABLE_2_RESOLUTION))
         resolution, polyak = TABLE_2_RESOLUTION[choice.model], TABLE_2_POLYAK_DECAY

@@ -33,7 +33,7 @@ def get_config(arg=None):
         config,
         steps=STEPS,
         lr=LR,
-        resolution=vit_finetune.RESOLUTION,
+        resolution=vit_finetune.fit_to_patches(choice.model, vit_finetune.RESOLUTION),
         pretrained=choice.pretrained,
     )
     return config

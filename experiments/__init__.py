@@ -1,0 +1,1 @@
+"""Runners over the paper's experiment matrix (`python -m experiments.paper`)."""

@@ -1,0 +1,103 @@
+"""Draws the benchmark records of vit_jax.bench: images/s (ours beside timm)
+and model FLOP utilisation, one bar group per configuration.
+
+    python experiments/bench/plot.py [--results=experiments/bench/results.jsonl]
+        [--out=experiments/bench/bench.png]
+
+A configuration measured several times shows its latest record. Compile-only
+records (memory checks) have no throughput and are listed, not drawn.
+"""
+
+import argparse
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_latest(path: str) -> list[dict]:
+    """The last timed record of each configuration, in first-seen order."""
+    latest = {}
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if "images_per_s" not in record:
+                continue
+            key = (
+                record["model"],
+                record["mode"],
+                record["dtype"],
+                record["batch"],
+                record["resolution"],
+                record["mesh"],
+                record["remat"],
+                record.get("xla_flags", ""),
+            )
+            latest[key] = record
+    return list(latest.values())
+
+
+def label(record: dict) -> str:
+    extras = " remat" if record["remat"] else ""
+    if record.get("xla_flags", "").strip():
+        extras += "\n" + record["xla_flags"].replace("--xla_", "")
+    return (
+        f"{record['model']} {record['mode']}\n{record['dtype']} b{record['batch']} "
+        f"@{record['resolution']}{extras}"
+    )
+
+
+def plot(records: list[dict], out: str) -> None:
+    labels = [label(r) for r in records]
+    positions = range(len(records))
+    width = 0.38
+    fig, (speed, mfu) = plt.subplots(1, 2, figsize=(max(8, 2.2 * len(records)), 4.5))
+    speed.bar(
+        [p - width / 2 for p in positions],
+        [r["images_per_s"] for r in records],
+        width,
+        label="vit_jax (JAX/XLA)",
+    )
+    speed.bar(
+        [p + width / 2 for p in positions],
+        [r.get("timm_images_per_s", 0) for r in records],
+        width,
+        label="timm (PyTorch)",
+    )
+    for p, record in zip(positions, records, strict=True):
+        if "ratio_vs_timm" in record:
+            top = max(record["images_per_s"], record["timm_images_per_s"])
+            speed.annotate(f"×{record['ratio_vs_timm']:.2f}", (p, top), ha="center", va="bottom")
+    speed.set_ylabel("images / s")
+    speed.set_title("Throughput (annotated: ours / timm)")
+    speed.legend()
+    mfu.bar(positions, [100 * (r["mfu"] or 0) for r in records], 0.6, color="tab:green")
+    mfu.set_ylabel("% of peak")
+    mfu.set_title("Model FLOP utilisation")
+    for axis in (speed, mfu):
+        axis.set_xticks(list(positions), labels, fontsize=7)
+    load = ", ".join(f"{r['load_avg_1m_start']:.1f}" for r in records)
+    fig.suptitle(f"{records[0]['device_kind']} — 1-min load average at start: {load}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(f"Wrote {out} ({len(records)} configurations).")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=os.path.join(HERE, "results.jsonl"))
+    parser.add_argument("--out", default=os.path.join(HERE, "bench.png"))
+    args = parser.parse_args(argv)
+    records = load_latest(args.results)
+    if not records:
+        raise SystemExit(f"{args.results} has no timed records: run python -m vit_jax.bench first.")
+    plot(records, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The paper configs: hyper-parameters against Tables 3 and 4 (transcribed here
+from PAPER.md, independently of the config files), every config's model built
+abstractly at full size, and every config trained for 2 steps when shrunk."""
+
+import importlib
+import pathlib
+import sys
+
+import jax
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # configs/ and experiments/ are imported from the repo root.
+
+from configs import common  # noqa: E402
+from experiments import overrides  # noqa: E402
+from vit_jax import data  # noqa: E402
+from vit_jax.models import costs, get_masked_patch_model, get_model  # noqa: E402
+
+# Table 3, one line per (model, dataset, epochs): base LR, LR decay, weight decay, dropout.
+TABLE_3 = [
+    ("ViT-B_16", "jft", 7, 8e-4, "linear", 0.1, 0.0),
+    ("ViT-B_32", "jft", 7, 8e-4, "linear", 0.1, 0.0),
+    ("ViT-L_32", "jft", 7, 6e-4, "linear", 0.1, 0.0),
+    ("ViT-L_16", "jft", 7, 4e-4, "linear", 0.1, 0.0),
+    ("ViT-L_16", "jft", 14, 4e-4, "linear", 0.1, 0.0),
+    ("ViT-H_14", "jft", 14, 3e-4, "linear", 0.1, 0.0),
+    ("BiT-R50x1", "jft", 7, 1e-3, "linear", 0.1, 0.0),
+    ("BiT-R50x2", "jft", 7, 1e-3, "linear", 0.1, 0.0),
+    ("BiT-R101x1", "jft", 7, 8e-4, "linear", 0.1, 0.0),
+    ("BiT-R152x1", "jft", 7, 6e-4, "linear", 0.1, 0.0),
+    ("BiT-R152x2", "jft", 7, 6e-4, "linear", 0.1, 0.0),
+    ("R50+ViT-B_16", "jft", 7, 8e-4, "linear", 0.1, 0.0),
+    ("R50+ViT-B_32", "jft", 7, 8e-4, "linear", 0.1, 0.0),
+    ("R50+ViT-L_32", "jft", 7, 2e-4, "linear", 0.1, 0.0),
+    ("R50+ViT-L_16", "jft", 7, 4e-4, "linear", 0.1, 0.0),
+    ("R50+ViT-L_16", "jft", 14, 4e-4, "linear", 0.1, 0.0),
+    ("ViT-B_16", "imagenet21k", 90, 1e-3, "linear", 0.03, 0.1),
+    ("ViT-B_32", "imagenet21k", 90, 1e-3, "linear", 0.03, 0.1),
+    ("ViT-L_16", "imagenet21k", 30, 1e-3, "linear", 0.03, 0.1),
+    ("ViT-L_16", "imagenet21k", 90, 1e-3, "linear", 0.03, 0.1),
+    ("ViT-L_32", "imagenet21k", 30, 1e-3, "linear", 0.03, 0.1),
+    ("ViT-L_32", "imagenet21k", 90, 1e-3, "linear", 0.03, 0.1),
+] + [(m, "imagenet2012", 300, 3e-3, "cosine", 0.3, 0.1) for m in ("ViT-B_16", "ViT-L_16")]
+
+# Table 4: dataset, steps, LR sweep.
+TABLE_4 = [
+    ("imagenet2012", 20_000, (0.003, 0.01, 0.03, 0.06)),
+    ("cifar100", 10_000, (0.001, 0.003, 0.01, 0.03)),
+    ("cifar10", 10_000, (0.001, 0.003, 0.01, 0.03)),
+    ("oxford_iiit_pet", 500, (0.001, 0.003, 0.01, 0.03)),
+    ("oxford_flowers102", 500, (0.001, 0.003, 0.01, 0.03)),
+]
+
+# Config files owned by the paper-experiments issue; demo.py and testing.py
+# (the trainer's own) are only built abstractly below.
+PAPER_CONFIGS = [
+    "vit_pretrain",
+    "posemb_ablation",
+    "classifier_ablation",
+    "data_size_study",
+    "vit_b16_imagenet21k",
+    "vit_finetune",
+    "vit_vtab",
+    "mpp",
+]
+ALL_CONFIGS = sorted(
+    p.stem for p in (REPO / "configs").glob("*.py") if p.stem not in ("__init__", "common")
+)
+
+
+def load(name, arg=None):
+    return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+@pytest.mark.parametrize("model,dataset,epochs,lr,decay,wd,dropout", TABLE_3)
+def test_pretraining_matches_table_3(model, dataset, epochs, lr, decay, wd, dropout):
+    config = load("vit_pretrain", f"model={model},dataset={dataset},epochs={epochs}")
+    assert (config.model_name, config.dataset) == (model, dataset)
+    assert config.optimizer == "adam" and (config.b1, config.b2) == (0.9, 0.999)
+    assert config.lr == lr and config.lr_decay == decay and config.weight_decay == wd
+    assert config.model.get("dropout_rate", 0.0) == dropout
+    assert config.batch_size == 4096 and config.warmup_steps == 10_000
+    assert config.total_epochs == epochs and config.total_steps == 0
+    assert config.image_size == 224 and config.grad_clip_norm == 1.0
+    assert config.loss == ("softmax_xent" if dataset == "imagenet2012" else "sigmoid_xent")
+    if not model.startswith("BiT"):  # The pre-training head keeps pre-logits.
+        assert config.model.representation_size > 0
+
+
+@pytest.mark.parametrize("dataset,steps,sweep", TABLE_4)
+def test_finetuning_matches_table_4(dataset, steps, sweep):
+    for lr in sweep:
+        config = load("vit_finetune", f"dataset={dataset},lr={lr},pretrained=p.npz")
+        assert config.optimizer == "sgd" and config.momentum == 0.9 and config.lr == lr
+        assert config.batch_size == 512 and config.total_steps == steps
+        assert config.lr_decay == "cosine" and config.warmup_steps == 500
+        assert config.weight_decay == 0.0 and config.grad_clip_norm == 1.0
+        assert config.image_size == 384 and config.pretrained == "p.npz"
+        assert "representation_size" not in config.model  # Pre-logits dropped.
+    with pytest.raises(ValueError, match="not one of the paper's"):
+        load("vit_finetune", f"dataset={dataset},lr=0.5")
+
+
+def test_finetuning_holdout_and_accumulation():
+    config = load("vit_finetune", "dataset=cifar100,holdout=true,accum=8")
+    assert (config.train_split, config.test_split) == ("minitrain", "minival")
+    assert config.accum_steps == 8 and config.batch_size == 512
+    assert data.num_examples("cifar100", "minival") == 1000  # 2% of CIFAR's 50k.
+
+
+@pytest.mark.parametrize("model,resolution", [("ViT-L_16", 512), ("ViT-H_14", 518)])
+def test_table_2_setting(model, resolution):
+    config = load("vit_finetune", f"model={model},dataset=imagenet2012,table2=true")
+    assert config.image_size == resolution and config.ema_decay == 0.9999
+    assert f"inception_crop({resolution})" in config.pp_train
+
+
+def test_vtab_1k_recipe():
+    from configs import vit_vtab
+
+    assert len(vit_vtab.TASKS) == 19
+    for task in vit_vtab.TASKS:
+        config = load("vit_vtab", f"task={task}")
+        assert config.dataset == f"vtab/{task}" and config.train_split == "train800val200"
+        assert config.total_steps == 2_500 and config.lr == 0.01 and config.batch_size == 512
+        assert data.num_examples(config.dataset, config.train_split) == 1000
+
+
+def test_masked_patch_prediction_recipe():
+    config = load("mpp")
+    assert config.objective == "masked_patch_prediction" and config.model_name == "ViT-B_16"
+    assert config.total_steps == 1_000_000 and config.batch_size == 4096
+    assert config.optimizer == "adam" and config.lr == 2e-4
+    assert config.warmup_steps == 10_000 and config.lr_decay == "cosine"
+    finetune = load("mpp", "stage=finetune,pretrained=mpp.npz,lr=0.03")
+    assert finetune.dataset == "imagenet2012" and finetune.pretrained == "mpp.npz"
+    assert finetune.total_steps == 20_000 and finetune.lr == 0.03
+
+
+def test_ablation_and_data_size_variants():
+    assert load("posemb_ablation", "posemb=relative").model.posemb == "relative"
+    gap = load("classifier_ablation", "classifier=gap")
+    assert gap.model.classifier == "gap" and gap.lr == 3e-4
+    subset = load("data_size_study", "model=ViT-B_32,data=jft_9m,weight_decay=0.3,dropout=0.1")
+    assert data.num_examples("jft", subset.train_split) == 9_000_000
+    assert subset.weight_decay == 0.3 and subset.model.dropout_rate == 0.1
+    assert subset.total_steps == load("data_size_study", "data=jft_90m").total_steps
+
+
+def test_charter_example_is_the_table_3_row():
+    charter = load("vit_b16_imagenet21k").to_dict()
+    assert charter == load("vit_pretrain", "model=ViT-B_16,dataset=imagenet21k").to_dict()
+
+
+def test_variant_errors_name_the_fix():
+    with pytest.raises(ValueError, match="Did you mean 'dataset'"):
+        load("vit_pretrain", "datset=jft")
+    with pytest.raises(ValueError, match="no row for model=ViT-S_16.*ViT-B_16"):
+        load("vit_pretrain", "model=ViT-S_16,dataset=jft")
+    with pytest.raises(ValueError, match="for 7, 14 epochs, not 9"):
+        load("vit_pretrain", "model=ViT-L_16,epochs=9")
+    with pytest.raises(ValueError, match="must be a int"):
+        load("vit_finetune", "accum=two")
+    with pytest.raises(ValueError, match="task"):
+        load("vit_vtab", "task=mnist")
+
+
+def test_preprocessing_follows_image_size_overrides():
+    config = load("vit_pretrain")
+    config.image_size = 64
+    assert "inception_crop(64)" in config.pp_train
+    assert "resize_small(73)|central_crop(64)" in config.pp_eval  # round(64·256/224) = 73
+    assert common.parse_arg("x=1,y=true", x=0, y=False).to_dict() == {"x": 1, "y": True}
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_every_config_builds_its_model_abstractly(name):
+    config = load(name)
+    if config.get("objective", "classification") == "masked_patch_prediction":
+        model = get_masked_patch_model(config.model_name, **config.model)
+    else:
+        info = data.get_dataset_info(config.dataset, config.data_dir)
+        model = get_model(config.model_name, info.num_classes, **config.model)
+    channels = 1 if config.dataset == "digits" else 3
+    params = costs.abstract_params(model, config.image_size, channels)
+    assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(params))
+    assert costs.count_params(params) > 0
+
+
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+    """A persistent XLA cache: shrunk configs that differ only in fields the
+    compiled step does not see share their compiled programs."""
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    previous = {name: getattr(jax.config, name) for name in names}
+    jax.config.update(names[0], str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update(names[1], 0)
+    jax.config.update(names[2], -1)
+    yield
+    for name, value in previous.items():
+        jax.config.update(name, value)
+
+
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_every_paper_config_trains_two_steps_when_shrunk(name, tmp_path, compilation_cache):
+    from vit_jax import train
+
+    config = load(name)
+    config = overrides.apply_overrides(config, overrides.tiny_overrides(config))
+    state = train.train_and_evaluate(config, str(tmp_path))
+    assert int(state.step) == 2
+    assert all(bool(jax.numpy.isfinite(x).all()) for x in jax.tree.leaves(state.params))
