@@ -11,7 +11,8 @@ To try the recipe on local data, shrink it:
     python -m vit_jax.main --config=configs/vit_b16_imagenet21k.py --workdir=DIR \
         --config.dataset=digits --config.train_split=train --config.test_split=test \
         --config.model_name=testing --config.model.representation_size=16 \
-        --config.image_size=16 --config.batch_size=64 --config.total_epochs=2
+        --config.image_size=16 --config.batch_size=64 --config.total_epochs=2 \
+        --config.warmup_steps=5
 """
 
 from configs import common
