@@ -1,6 +1,7 @@
 """The README's main job: a small ViT trained from scratch on scikit-learn's
 digits (1,797 real 8x8 handwritten images, bundled with the package, so no
-download). Reaches ≥ 93% test accuracy in about a minute on 2 CPU cores.
+download). Reaches about 95% test accuracy in 800 steps, 2-3 minutes on 2
+CPU cores (measured: 95.6% while other jobs shared the cores).
 
     make run
     # = python -m vit_jax.main --config=configs/demo.py --workdir=workdirs/demo

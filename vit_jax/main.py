@@ -11,6 +11,7 @@ SLURM with several tasks, on a multi-host TPU slice, or with
 JAX_COORDINATOR_ADDRESS set. See docs/training.md.
 """
 
+import logging as std_logging
 import os
 
 import jax
@@ -62,7 +63,7 @@ def _quiet_library_info(record) -> bool:
     """Keeps orbax's and jax's per-save INFO chatter out of the console; their
     warnings and errors still show."""
     noisy = ("/orbax/", "/jax/_src/")
-    return record.levelno >= logging.WARNING or not any(n in record.pathname for n in noisy)
+    return record.levelno >= std_logging.WARNING or not any(n in record.pathname for n in noisy)
 
 
 def main(argv):
