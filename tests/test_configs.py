@@ -215,3 +215,11 @@ def test_every_paper_config_trains_two_steps_when_shrunk(name, tmp_path, compila
     state = train.train_and_evaluate(config, str(tmp_path))
     assert int(state.step) == 2
     assert all(bool(jax.numpy.isfinite(x).all()) for x in jax.tree.leaves(state.params))
+
+
+def test_charter_example_without_imagenet21k_says_how_to_prepare_it(tmp_path):
+    from vit_jax import train
+
+    with pytest.raises(data.DatasetNotPreparedError, match="ImageNet-21k is not in TFDS"):
+        train.train_and_evaluate(load("vit_b16_imagenet21k"), str(tmp_path))
+    assert not any(tmp_path.iterdir())  # Stopped before writing anything.
