@@ -114,10 +114,11 @@ def test_four_micro_batches_of_8_equal_one_batch_of_32():
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     batch = {"image": images, "labels": labels}
-    (loss_full, _), grads_full = optim.accumulate_gradients(loss_and_grad, params, batch, 1)
-    (loss_acc, _), grads_acc = jax.jit(
-        lambda p, b: optim.accumulate_gradients(loss_and_grad, p, b, 4)
-    )(params, batch)
+    accumulate = jax.jit(
+        lambda p, b, k: optim.accumulate_gradients(loss_and_grad, p, b, k), static_argnums=2
+    )
+    (loss_full, _), grads_full = accumulate(params, batch, 1)
+    (loss_acc, _), grads_acc = accumulate(params, batch, 4)
     np.testing.assert_allclose(loss_acc, loss_full, rtol=1e-5)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads_acc, grads_full
