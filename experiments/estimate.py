@@ -100,6 +100,7 @@ def run_cost(config, bench_file: str = BENCH_FILE) -> RunCost:
         days = exaflops * 1e18 / ASSUMED_FLOPS_PER_CORE / SECONDS_PER_DAY
         source = (
             f"TPUv3-core-days at an assumed {ASSUMED_FLOPS_PER_CORE / 1e12:.1f} TFLOP/s per core "
-            f"(the paper's ViT-H/14: 4262 exaFLOPs in 2.5k core-days); no benchmark in {bench_file}"
+            f"(the paper's ViT-H/14: 4262 exaFLOPs in 2.5k core-days); no timed train step of "
+            f"{config.model_name} at {config.image_size} px in {bench_file}"
         )
     return RunCost(params, flops / 1e9, seen, exaflops, days, source)
