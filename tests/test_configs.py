@@ -4,18 +4,16 @@ abstractly at full size, and every config trained for 2 steps when shrunk."""
 
 import importlib
 import pathlib
-import sys
 
 import jax
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # configs/ and experiments/ are imported from the repo root.
+from configs import common
+from experiments import overrides
+from vit_jax import data
+from vit_jax.models import costs, get_masked_patch_model, get_model
 
-from configs import common  # noqa: E402
-from experiments import overrides  # noqa: E402
-from vit_jax import data  # noqa: E402
-from vit_jax.models import costs, get_masked_patch_model, get_model  # noqa: E402
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Table 3, one line per (model, dataset, epochs): base LR, LR decay, weight decay, dropout.
 TABLE_3 = [

@@ -2,16 +2,11 @@
 the models, the printed commands and a shrunk local run."""
 
 import json
-import pathlib
 import shlex
-import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # configs/ and experiments/ are imported from the repo root.
-
-from experiments import estimate, matrix, paper, paper_results  # noqa: E402
+from experiments import estimate, matrix, paper, paper_results
 
 
 def test_list_names_every_experiment(capsys):
