@@ -31,7 +31,8 @@ def test_forward_and_train_print_and_record_every_field(tmp_path, capsys):
         assert record["compile_s"] > 0
         assert record["memory_bytes_per_device"] > 0
         assert 0 < record["mfu"] and record["achieved_tflops"] > 0
-        assert record["peak_tflops"] == record["matmul_gflops"]["peak"] / 1e3
+        assert len(record["peak_tflops_rounds"]) == 1  # Re-measured in each timed round.
+        assert record["matmul_gflops"]["peak"] >= record["matmul_gflops"]["jax"] > 0
         assert record["params"] == costs.count_params(costs.abstract_params(testing_vit, 16))
         assert record["load_avg_1m"] >= 0
     forward, train = records
@@ -43,11 +44,9 @@ def test_forward_and_train_print_and_record_every_field(tmp_path, capsys):
     assert "Appended 2 record(s)" in printed
 
 
-def test_bfloat16_and_remat_configurations_run(tmp_path):
-    records, _ = run_bench(tmp_path, "--batch=8", "--mode=train", "--dtype=bfloat16", "--remat")
-    (record,) = records
-    assert record["dtype"] == "bfloat16" and record["remat"]
-    assert record["images_per_s"] > 0
+def test_bfloat16_forward_runs(tmp_path):
+    (record,), _ = run_bench(tmp_path, "--batch=8", "--mode=forward", "--dtype=bfloat16")
+    assert record["dtype"] == "bfloat16" and record["images_per_s"] > 0
 
 
 def test_compare_timm_or_names_the_install_target(tmp_path, capsys):
@@ -69,8 +68,9 @@ def test_fsdp_divides_the_state_over_devices(tmp_path):
     an eighth of the parameters and optimizer state on each device."""
     flags = ("--batch=8", "--mode=train", "--compile_only")
     (replicated,), _ = run_bench(tmp_path, *flags, "--mesh=data:8,fsdp:1")
-    (sharded,), _ = run_bench(tmp_path, *flags, "--mesh=data:1,fsdp:8")
+    (sharded,), _ = run_bench(tmp_path, *flags, "--mesh=data:1,fsdp:8", "--remat")
     assert "images_per_s" not in sharded  # Compile-only: nothing ran.
+    assert sharded["remat"]  # The remat path compiles under FSDP too.
     ratio = sharded["memory_breakdown"]["argument"] / replicated["memory_breakdown"]["argument"]
     assert ratio < 0.25  # 1/8 plus the leaves no axis of which divides by 8.
 

@@ -12,8 +12,9 @@ and appends to a JSON-lines file:
   TFLOP/s          XLA's cost analysis of the lowered step ÷ its time;
   MFU              model FLOPs (forward; 3 × forward for a train step, App. Table 6)
                    ÷ time ÷ the device's peak: on CPU the best f32 matmul rate
-                   measured in the same run (JAX, and PyTorch when installed); on
-                   GPU/TPU the chip's spec sheet;
+                   (JAX, and PyTorch with --compare=timm) re-measured in every
+                   timed round, so that it sees the same load; on GPU/TPU the
+                   chip's spec sheet. The XLA FLOP rate's share is printed too;
   memory           XLA's memory analysis of the compiled step, per device
                    (arguments + outputs + temporaries − donated buffers);
   compile time     lowering + XLA compilation, seconds.
@@ -101,14 +102,15 @@ def torch_matmul_rate(size: int, repeats: int) -> float:
 
 
 def measured_peak(sizes, repeats: int, worker: "TimmWorker | None") -> dict:
-    """{'jax': best FLOP/s, 'torch': ..., 'peak': the larger}: the CPU's
-    attainable f32 rate, measured now so that load on the machine affects the
-    peak and the model alike. PyTorch's is measured in the timm worker."""
-    rates = {"jax": max(jax_matmul_rate(n, repeats) for n in sizes)}
+    """{'jax': best FLOP/s, 'torch': ..., 'peak': the larger, 'size': the
+    matrix size of JAX's best}: the CPU's attainable f32 rate. PyTorch's is
+    measured in the timm worker."""
+    jax_rates = {n: jax_matmul_rate(n, repeats) for n in sizes}
+    size = max(jax_rates, key=jax_rates.get)
+    rates = {"jax": jax_rates[size]}
     if worker is not None:
         rates["torch"] = worker.request(op="matmul", sizes=list(sizes), repeats=repeats)["flops"]
-    rates["peak"] = max(rates.values())
-    return rates
+    return {**rates, "peak": max(rates.values()), "size": size}
 
 
 def spec_peak(device, dtype: str) -> float | None:
@@ -410,16 +412,22 @@ def _seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def time_interleaved(runners: dict, rounds: int, iters: int) -> dict[str, list[float]]:
-    """Seconds per iteration of each runner, per round. Runners alternate inside
-    every round, so a load spike on the machine hits them alike."""
+def time_interleaved(
+    runners: dict, rounds: int, iters: int, probe: Callable[[], float] | None = None
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Seconds per iteration of each runner, per round, and the value of
+    `probe()` (the CPU's matmul peak) in each round. Everything alternates
+    inside every round, so a load spike on the machine hits all alike."""
     for run in runners.values():
         run(1)  # Warm-up: first-call allocations, caches, lazy init.
     times = {name: [] for name in runners}
+    probes = []
     for _ in range(rounds):
         for name, run in runners.items():
             times[name].append(_seconds(lambda run=run: run(iters)) / iters)
-    return times
+        if probe is not None:
+            probes.append(probe())
+    return times, probes
 
 
 # ---------------------------------------------------------------- one setting
@@ -459,18 +467,32 @@ def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> d
                 f"timm's {setting.model} has {timm_params:,} parameters, ours {num_params:,}: "
                 "timm_model no longer builds the same architecture."
             )
-    times = time_interleaved(runners, args.rounds, args.iters)
+    # On CPU the peak is re-measured in every round, beside the model, so that
+    # both see the same load; on GPU/TPU it is the spec sheet's.
+    probe = None
+    if peak is not None:
+        probe = lambda: measured_peak([peak["size"]], 1, worker)["peak"]  # noqa: E731
+    times, round_peaks = time_interleaved(runners, args.rounds, args.iters, probe)
+    if not round_peaks:
+        round_peaks = [mesh_peak(setting.dtype, mesh)] * args.rounds
     seconds = statistics.median(times["vit_jax"])
-    device_peak = mesh_peak(setting.dtype, peak, mesh)
+
+    def utilisation(flops):  # Median over rounds of rate ÷ that round's peak.
+        if None in round_peaks:
+            return None
+        pairs = zip(times["vit_jax"], round_peaks, strict=True)
+        return statistics.median(flops / t / p for t, p in pairs)
+
     record.update(
         step_s=seconds,
         step_s_rounds=times["vit_jax"],
         images_per_s=setting.batch / seconds,
         achieved_tflops=ours.xla_flops / seconds / 1e12,
         model_tflops=model_flops / seconds / 1e12,
-        peak_tflops=device_peak / 1e12 if device_peak else None,
-        mfu=model_flops / seconds / device_peak if device_peak else None,
-        xla_flops_utilisation=ours.xla_flops / seconds / device_peak if device_peak else None,
+        peak_tflops=statistics.median(round_peaks) / 1e12 if None not in round_peaks else None,
+        peak_tflops_rounds=[p / 1e12 if p else None for p in round_peaks],
+        mfu=utilisation(model_flops),
+        xla_flops_utilisation=utilisation(ours.xla_flops),
     )
     if "timm" in times:
         # Paired per round: each ratio compares two runs made back to back.
@@ -483,13 +505,9 @@ def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> d
     return record
 
 
-def mesh_peak(dtype: str, peak: dict | None, mesh) -> float | None:
-    """The FLOP/s the whole mesh could reach. On CPU that is the measured
-    matmul rate of the machine, however many devices are simulated on it."""
-    device = mesh.devices.flat[0]
-    if device.platform == "cpu":
-        return peak["peak"] if peak else None
-    per_device = spec_peak(device, dtype)
+def mesh_peak(dtype: str, mesh) -> float | None:
+    """The spec-sheet FLOP/s of the whole mesh (GPU/TPU), None when unknown."""
+    per_device = spec_peak(mesh.devices.flat[0], dtype)
     return per_device * mesh.size if per_device else None
 
 
@@ -511,7 +529,8 @@ def describe_run(peak: dict | None) -> dict:
         "load_avg_1m_start": os.getloadavg()[0],
     }
     if peak:
-        run["matmul_gflops"] = {k: v / 1e9 for k, v in peak.items()}
+        run["matmul_size"] = peak["size"]
+        run["matmul_gflops"] = {k: v / 1e9 for k, v in peak.items() if k != "size"}
     return run
 
 
@@ -530,16 +549,18 @@ def format_record(record: dict) -> str:
         f" | model GFLOP/step {record['model_flops_per_step'] / 1e9:,.4g}",
     ]
     if "images_per_s" in record:
-        mfu = record["mfu"]
         lines.append(
             f"  {record['images_per_s']:.2f} img/s | {1e3 * record['step_s']:.1f} ms/step | "
-            f"achieved {1e3 * record['achieved_tflops']:.1f} GFLOP/s (XLA count) | MFU "
-            + (
-                f"{100 * mfu:.1f}% of {1e3 * record['peak_tflops']:,.1f} GFLOP/s"
-                if mfu is not None
-                else "n/a (unknown device peak)"
-            )
+            f"achieved {1e3 * record['achieved_tflops']:.1f} GFLOP/s (XLA count)"
         )
+        if record["mfu"] is None:
+            lines.append("  MFU n/a: unknown device peak (add the chip to SPEC_PEAKS)")
+        else:
+            lines.append(
+                f"  MFU {100 * record['mfu']:.1f}% | XLA FLOP rate "
+                f"{100 * record['xla_flops_utilisation']:.1f}% of the peak "
+                f"{1e3 * record['peak_tflops']:,.1f} GFLOP/s"
+            )
     if "ratio_vs_timm" in record:
         lines.append(
             f"  timm {record['timm_images_per_s']:.2f} img/s | ours/timm "
@@ -604,21 +625,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=0,
         help="N simulated CPU devices (sets XLA_FLAGS before JAX starts its backend)",
     )
+    parser.add_argument(
+        "--xla_flags", default="", help="extra XLA_FLAGS, e.g. --xla_cpu_use_onednn=true"
+    )
     parser.add_argument("--results", default=DEFAULT_RESULTS, help="JSON-lines file to append to")
     parser.add_argument("--timm_worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def _simulate_devices(count: int) -> None:
-    flag = f"--xla_force_host_platform_device_count={count}"
-    if flag in os.environ.get("XLA_FLAGS", ""):
+def _add_xla_flags(flags: str, why: str) -> None:
+    """Appends `flags` to XLA_FLAGS, which XLA reads when JAX starts its backend."""
+    if all(flag in os.environ.get("XLA_FLAGS", "") for flag in flags.split()):
         return
     if jax._src.xla_bridge.backends_are_initialized():
         raise SystemExit(
-            f"--simulate_devices={count}: JAX's backend already started; run in a fresh process "
-            f"or set XLA_FLAGS={flag} in the environment."
+            f"{why}: JAX's backend already started in this process; run the benchmark in a "
+            f"fresh process or set XLA_FLAGS='{flags}' in the environment."
         )
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
 
 
 def main(argv=None) -> list[dict]:
@@ -637,14 +661,18 @@ def main(argv=None) -> list[dict]:
 def run_all(args, worker) -> list[dict]:
     """Every setting of `args`, printed and appended to args.results."""
     if args.simulate_devices:
-        _simulate_devices(args.simulate_devices)
+        flag = f"--xla_force_host_platform_device_count={args.simulate_devices}"
+        _add_xla_flags(flag, f"--simulate_devices={args.simulate_devices}")
+    if args.xla_flags:
+        _add_xla_flags(args.xla_flags, "--xla_flags")
     mesh = sharding.make_mesh(parse_mesh(args.mesh))
     on_cpu = jax.devices()[0].platform == "cpu"
     peak = None
     if on_cpu and not args.compile_only:
         print(f"Measuring the f32 matmul peak (sizes {args.matmul_sizes})...", flush=True)
         peak = measured_peak(args.matmul_sizes, repeats=3, worker=worker)
-        print("  " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peak.items()), flush=True)
+        rates = ", ".join(f"{k} {peak[k] / 1e9:.1f}" for k in ("jax", "torch", "peak") if k in peak)
+        print(f"  GFLOP/s: {rates} (best size {peak['size']})", flush=True)
     run = describe_run(peak)
     records = []
     settings = itertools.product(args.model, args.batch, args.resolution, args.mode, args.dtype)
