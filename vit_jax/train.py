@@ -337,7 +337,24 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     total_steps = resolve_total_steps(config, num_train)
     with config.unlocked():
         config.total_steps = total_steps  # The schedule decays to this step.
-    image_shape = (config.image_size, config.image_size, info.image_shape[-1])
+    first_step = Checkpoints.latest_step_in(os.path.join(workdir, "checkpoints"))
+    # Opening the training data now makes a missing dataset or a bad
+    # preprocessing string fail before the model is built.
+    local_train_batches = data.get_iterator(
+        config.dataset,
+        config.train_split,
+        batch_size=config.batch_size,
+        preprocess=config.pp_train,
+        seed=config.seed,
+        train=True,
+        start_step=first_step,  # The data position is the step.
+        data_dir=config.data_dir,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    # Native channels; decode's default (RGB) when the dataset's shape varies.
+    channels = info.image_shape[-1] if info.image_shape else 3
+    image_shape = (config.image_size, config.image_size, channels)
     model = get_model(config.model_name, info.num_classes, **config.model)
 
     # Abstract init: shapes only, so nothing big materialises on one device.
@@ -351,7 +368,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     description = describe_params(config.model_name, dict(config.model), abstract_params)
 
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-    if checkpoints.latest_step() is not None:
+    if first_step:
         targets = jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
             abstract_state,
@@ -365,7 +382,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         )
         if config.pretrained:
             state = _load_pretrained(config, state)
-    first_step = int(state.step)
+    assert int(state.step) == first_step, (int(state.step), first_step)
 
     writer = metric_writers.create_default_writer(
         workdir, just_logging=jax.process_index() > 0, asynchronous=True
@@ -389,22 +406,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         donate_argnums=0,
     )
     eval_step = jax.jit(make_eval_step(model, config), out_shardings=sharding.replicated(mesh))
-    train_batches = data.prefetch_to_device(
-        data.get_iterator(
-            config.dataset,
-            config.train_split,
-            batch_size=config.batch_size,
-            preprocess=config.pp_train,
-            seed=config.seed,
-            train=True,
-            start_step=first_step,
-            data_dir=config.data_dir,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        ),
-        config.prefetch,
-        batch_sharding,
-    )
+    train_batches = data.prefetch_to_device(local_train_batches, config.prefetch, batch_sharding)
 
     def run_eval(step):
         named = {"": state.params}

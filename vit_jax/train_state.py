@@ -18,6 +18,7 @@ import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from vit_jax.optim import path_name
 
@@ -71,6 +72,16 @@ class Checkpoints:
             max_to_keep=keep, enable_async_checkpointing=asynchronous, create=True
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    @staticmethod
+    def latest_step_in(directory: str) -> int:
+        """The step of the newest complete checkpoint under `directory`, 0 if none.
+        (Orbax writes into a temporary name and renames when done, so a plain
+        number is a complete checkpoint.)"""
+        path = epath.Path(directory)  # Local paths and gs:// alike.
+        if not path.is_dir():
+            return 0
+        return max((int(p.name) for p in path.iterdir() if p.name.isdigit()), default=0)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
