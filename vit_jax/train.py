@@ -28,10 +28,15 @@ from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from vit_jax import optim, sharding
-from vit_jax.models import get_model
+from vit_jax.evaluate.accuracy import correct_and_counted
+from vit_jax.models import get_masked_patch_model, get_model
+from vit_jax.models.mpp import masked_patch_loss
 from vit_jax.train_state import Checkpoints, TrainState, describe_params
 
 LOSSES = ("softmax_xent", "sigmoid_xent")
+# 'classification' learns the dataset's labels; 'masked_patch_prediction' is the
+# self-supervised objective of Sec. 4.6 (labels unused).
+OBJECTIVES = ("classification", "masked_patch_prediction")
 # Names users bring from big_vision, the official repo or habit.
 _FIELD_ALIASES = {
     "learning_rate": "lr",
@@ -81,8 +86,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.end_lr_fraction = 0.0  # lr at the last step, as a fraction of lr.
     c.grad_clip_norm = 1.0  # Global-norm clipping; 0 disables.
     c.accum_steps = 1  # Micro-batches per step (batch_size must be divisible).
-    # Loss.
-    c.loss = "softmax_xent"  # 'softmax_xent' | 'sigmoid_xent'
+    # Objective and loss.
+    c.objective = "classification"  # | 'masked_patch_prediction' (Sec. 4.6)
+    c.loss = "softmax_xent"  # 'softmax_xent' | 'sigmoid_xent' (classification)
     c.label_smoothing = 0.0
     # Polyak/EMA averaging of the params, evaluated beside them; 0 disables.
     c.ema_decay = 0.0
@@ -95,6 +101,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_every = 0  # 0: only at the end.
     c.checkpoint_every = 500  # 0: only at the end (and on SIGTERM).
     c.keep_checkpoints = 3
+    # Few-shot linear probes of the frozen representation (vit_jax.evaluate.fewshot),
+    # every fewshot_every steps and at the end, on (dataset, train split, test split)s.
+    c.fewshot_every = 0  # 0: only at the end (when fewshot_datasets is set).
+    c.fewshot_datasets = ()  # e.g. (('digits', 'train', 'test'),)
+    c.fewshot_shots = (1, 5, 10, 25)
+    c.fewshot_preprocess = ""  # '': pp_eval without its label ops.
     # Fine-tuning from an official-format .npz: head re-initialised, position
     # embeddings resized by vit_jax.checkpoint.load_pretrained.
     c.pretrained = ""
@@ -117,6 +129,8 @@ def check_config(config) -> None:
         raise ValueError(
             f"config lacks {', '.join(missing)}: start configs from vit_jax.train.default_config()."
         )
+    if config.objective not in OBJECTIVES:
+        raise ValueError(f"objective={config.objective!r} is unknown; choose one of {OBJECTIVES}.")
     if config.loss not in LOSSES:
         raise ValueError(f"loss={config.loss!r} is unknown; choose one of {LOSSES}.")
     if config.optimizer not in optim.OPTIMIZERS:
@@ -159,10 +173,24 @@ def classification_loss(logits, labels, kind: str, label_smoothing: float):
     return jnp.mean(jnp.sum(optax.sigmoid_binary_cross_entropy(logits, labels), axis=-1))
 
 
-def top1_correct(logits, labels):
-    """1 where the top-scoring class is a positive label (also multi-label)."""
-    predicted = jnp.argmax(logits, axis=-1)
-    return jnp.take_along_axis(labels, predicted[:, None], axis=-1)[:, 0] > 0
+def objective_loss(model, params, batch, config, rng, *, train: bool):
+    """(mean loss, mean accuracy) of the batch under config.objective.
+
+    Masked patch prediction draws its corruption from `rng` and scores the
+    mean-colour classes of the corrupted patches; classification the labels.
+    """
+    dropout_rng, mpp_rng = jax.random.split(rng)
+    rngs = {"dropout": dropout_rng, "mpp": mpp_rng}
+    if config.objective == "masked_patch_prediction":
+        logits, targets, corrupted = model.apply(
+            {"params": params}, batch["image"], train=train, rngs=rngs
+        )
+        hits = (jnp.argmax(logits, axis=-1) == targets) & corrupted
+        return masked_patch_loss(logits, targets, corrupted), jnp.sum(hits) / jnp.sum(corrupted)
+    logits = model.apply({"params": params}, batch["image"], train=train, rngs=rngs)
+    loss = classification_loss(logits, batch["labels"], config.loss, config.label_smoothing)
+    correct, counted = correct_and_counted(logits, batch["labels"])
+    return loss, jnp.sum(correct) / jnp.maximum(jnp.sum(counted), 1.0)
 
 
 def make_train_step(model, tx, schedule, config, mesh):
@@ -172,11 +200,7 @@ def make_train_step(model, tx, schedule, config, mesh):
 
     def loss_and_grad(params, batch, rng):
         def loss_fn(params):
-            logits = model.apply(
-                {"params": params}, batch["image"], train=True, rngs={"dropout": rng}
-            )
-            loss = classification_loss(logits, batch["labels"], config.loss, config.label_smoothing)
-            return loss, jnp.mean(top1_correct(logits, batch["labels"]))
+            return objective_loss(model, params, batch, config, rng, train=True)
 
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
@@ -209,16 +233,31 @@ def make_train_step(model, tx, schedule, config, mesh):
 
 
 def make_eval_step(model, config):
-    """params, batch → (correct, count, loss sum) over the unpadded examples."""
+    """params, batch → (correct, count, loss sum) over the unpadded examples.
+
+    Classification counts an example as correct when its top class is one of
+    its labels, and skips examples without any label (ImageNet ReaL).
+    Masked patch prediction scores every real example's corrupted patches,
+    with a corruption fixed by the seed so that evaluations compare.
+    """
 
     def eval_step(params, batch):
-        logits = model.apply({"params": params}, batch["image"], train=False)
         mask = batch["mask"].astype(jnp.float32)
+        if config.objective == "masked_patch_prediction":
+            eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2**31 - 1)
+            logits, targets, corrupted = model.apply(
+                {"params": params}, batch["image"], train=False, rngs={"mpp": eval_rng}
+            )
+            weights = corrupted * mask[:, None]
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+            hits = jnp.argmax(logits, axis=-1) == targets
+            return jnp.sum(hits * weights), jnp.sum(weights), jnp.sum(losses * weights)
+        logits = model.apply({"params": params}, batch["image"], train=False)
+        correct, counted = correct_and_counted(logits, batch["labels"], mask)
         per_example = jax.vmap(
             lambda lg, lb: classification_loss(lg[None], lb[None], config.loss, 0.0)
         )(logits, batch["labels"])
-        correct = top1_correct(logits, batch["labels"]).astype(jnp.float32)
-        return jnp.sum(correct * mask), jnp.sum(mask), jnp.sum(per_example * mask)
+        return jnp.sum(correct), jnp.sum(counted), jnp.sum(per_example * counted)
 
     return eval_step
 
@@ -226,13 +265,18 @@ def make_eval_step(model, config):
 # ---------------------------------------------------------------- state
 
 
+def init_params(model, rng, image_shape):
+    """The model's freshly initialised parameters for images of `image_shape`."""
+    dummy = jnp.zeros((1, *image_shape), jnp.float32)
+    return model.init({"params": rng, "mpp": rng}, dummy, train=False)["params"]
+
+
 def make_state_factory(model, tx, config, image_shape):
     """rng → a fresh TrainState (pure, so it can be eval_shape'd and jitted)."""
 
     def create(rng):
         init_rng, root_rng = jax.random.split(rng)
-        dummy = jnp.zeros((1, *image_shape), jnp.float32)
-        params = model.init(init_rng, dummy, train=False)["params"]
+        params = init_params(model, init_rng, image_shape)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -320,6 +364,32 @@ def evaluate(eval_step, params_by_name, config, mesh, eval_batch_size):
     return results
 
 
+def make_fewshot_probe(config, eval_batch_size: int):
+    """params → few-shot metrics on config.fewshot_datasets (None when there
+    are none): the paper's fast linear evaluation of the representation."""
+    if not config.fewshot_datasets:
+        return None
+    from vit_jax.data.preprocess import without_op
+    from vit_jax.evaluate import fewshot
+
+    # The probe's datasets have their own classes: drop the training set's onehot.
+    preprocess = config.fewshot_preprocess or without_op(config.pp_eval, "onehot")
+    datasets = {
+        name: fewshot.data_from_registry(
+            name,
+            train_split,
+            test_split,
+            preprocess=preprocess,
+            batch_size=eval_batch_size,
+            data_dir=config.data_dir,
+        )
+        for name, train_split, test_split in config.fewshot_datasets
+    }
+    # The same encoder without a head: its pre-logits are the representation.
+    features = fewshot.representation_fn(get_model(config.model_name, None, **config.model))
+    return lambda params: fewshot.evaluate(features, params, datasets, shots=config.fewshot_shots)
+
+
 def train_and_evaluate(config, workdir: str) -> TrainState:
     """Trains per `config`, resuming from the latest checkpoint in `workdir`;
     returns the final state (also the one saved on preemption)."""
@@ -355,12 +425,13 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     # Native channels; decode's default (RGB) when the dataset's shape varies.
     channels = info.image_shape[-1] if info.image_shape else 3
     image_shape = (config.image_size, config.image_size, channels)
-    model = get_model(config.model_name, info.num_classes, **config.model)
+    if config.objective == "masked_patch_prediction":
+        model = get_masked_patch_model(config.model_name, **config.model)
+    else:
+        model = get_model(config.model_name, info.num_classes, **config.model)
 
     # Abstract init: shapes only, so nothing big materialises on one device.
-    abstract_params = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)), train=False)
-    )["params"]
+    abstract_params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0), image_shape))
     tx, schedule = optim.make_optimizer(config, abstract_params)
     create_state = make_state_factory(model, tx, config, image_shape)
     abstract_state = jax.eval_shape(create_state, jax.random.PRNGKey(config.seed))
@@ -406,7 +477,13 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         donate_argnums=0,
     )
     eval_step = jax.jit(make_eval_step(model, config), out_shardings=sharding.replicated(mesh))
+    fewshot_probe = make_fewshot_probe(config, eval_batch_size)
     train_batches = data.prefetch_to_device(local_train_batches, config.prefetch, batch_sharding)
+
+    def run_fewshot(step):
+        results = fewshot_probe(state.params)
+        writer.write_scalars(step, results)
+        return results
 
     def run_eval(step):
         named = {"": state.params}
@@ -447,6 +524,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                 timer_step, timer_start = step, time.perf_counter()
             if config.eval_every and step % config.eval_every == 0 and step != total_steps:
                 run_eval(step)
+            if fewshot_probe and config.fewshot_every and step % config.fewshot_every == 0:
+                run_fewshot(step)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 checkpoints.save(state, description)
             if preemption.requested(step):
@@ -458,8 +537,11 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                 return state
         checkpoints.save(state, description)
         results = run_eval(step)
+        if fewshot_probe and not (config.fewshot_every and step % config.fewshot_every == 0):
+            run_fewshot(step)
+        what = "test" if config.objective == "classification" else "masked-patch colour test"
         print(  # The line a user of `make run` looks for.
-            f"Final test accuracy after {step} steps: {100 * results['test/accuracy']:.2f}%"
+            f"Final {what} accuracy after {step} steps: {100 * results['test/accuracy']:.2f}%"
             + (
                 f" (EMA params: {100 * results['test/ema_accuracy']:.2f}%)"
                 if "test/ema_accuracy" in results

@@ -237,6 +237,11 @@ def has_op(spec: str, name: str) -> bool:
     return any(_parse(p)[0] == name for p in filter(str.strip, spec.split("|")))
 
 
+def without_op(spec: str, name: str) -> str:
+    """`spec` with every `name` op removed (e.g. a dataset-specific onehot)."""
+    return "|".join(p for p in filter(str.strip, spec.split("|")) if _parse(p)[0] != name)
+
+
 # The paper's recipes (official vision_transformer input pipeline and big_vision configs).
 RECIPES = {
     # Pre-training (ImageNet, ImageNet-21k, JFT) at 224: Inception crop + flip.
