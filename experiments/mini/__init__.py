@@ -1,0 +1,22 @@
+"""The one-machine reproduction of the paper's claims (issue 8).
+
+    python -m experiments.mini STUDY [--toy] [--seeds=0,1,2] [--out=experiments/results]
+
+Each study is one module with TITLE, CLAIM, DEFAULT_SEEDS and run(setting):
+it builds configs of the project's schema, trains them with
+vit_jax.train.train_and_evaluate, scores them with vit_jax.evaluate (and
+vit_jax.analysis) and returns a report.StudyResult, which __main__ writes as
+JSON, markdown and PNG. Data: Fashion-MNIST (pre-training) and scikit-learn's
+digits (transfer); see experiments/README.md.
+"""
+
+STUDIES = (
+    "data_size",
+    "compute",
+    "posemb",
+    "classifier",
+    "resolution",
+    "transfer",
+    "mpp",
+    "analysis",
+)

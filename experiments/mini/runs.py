@@ -1,0 +1,216 @@
+"""Configs, training and evaluation shared by the studies.
+
+Every run is a config of the project's schema (`vit_jax.train.default_config`)
+trained in-process by `vit_jax.train.train_and_evaluate`, then scored by
+`vit_jax.evaluate` (top-1 accuracy, few-shot linear probe). A run's work
+directory is named after a hash of its config, so studies that need the same
+pre-training share it, and re-running a study resumes or reuses finished runs
+instead of training them again (the trainer is deterministic given the config).
+"""
+
+import dataclasses
+import hashlib
+import os
+import re
+import time
+
+import jax
+import ml_collections
+
+from experiments.mini.models import MiniModel, shrink
+from vit_jax import train as trainer
+from vit_jax.evaluate import fewshot
+from vit_jax.evaluate.vtab import test_accuracy
+
+FASHION_MNIST = "fashion_mnist"
+DIGITS = "digits"
+NATIVE_SIZE = {FASHION_MNIST: 28, DIGITS: 8}
+NUM_CLASSES = 10  # Both data sets.
+TOY_STEPS = 2
+TOY_BATCH = 16  # Divisible by the 8 simulated devices of the test suite.
+EVAL_BATCH = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What one invocation of a study runs at: `toy` swaps every model for its
+    family's smallest member and every schedule for TOY_STEPS steps."""
+
+    toy: bool
+    seeds: tuple[int, ...]
+    out_dir: str
+    work_dir: str
+    data_dir: str | None  # Fashion-MNIST IDX folder; None: Debian's folder or TFDS.
+
+    def pick(self, real, toy):
+        return toy if self.toy else real
+
+    def model(self, model: MiniModel) -> MiniModel:
+        return shrink(model) if self.toy else model
+
+    def steps(self, real: int) -> int:
+        return self.pick(real, TOY_STEPS)
+
+    def batch(self, real: int) -> int:
+        return self.pick(real, TOY_BATCH)
+
+    def subset(self, variants):
+        """All `variants`; at toy size only the first and the last, which keeps
+        the smoke test short while every loop, table and plot still runs."""
+        variants = tuple(variants)
+        return variants[:1] + variants[-1:] if self.toy and len(variants) > 1 else variants
+
+
+def preprocessing(dataset: str, image_size: int, augment: bool = False) -> str:
+    """Resize (only when the size differs from the native one), [-1, 1], one-hot."""
+    ops = []
+    if image_size != NATIVE_SIZE[dataset]:
+        ops.append(f"resize({image_size})")
+    if augment:
+        ops.append("flip_lr")
+    ops += ["value_range(-1,1)", f"onehot({NUM_CLASSES})"]
+    return "|".join(ops)
+
+
+def base_config(
+    setting: Setting,
+    model: MiniModel,
+    *,
+    dataset: str,
+    seed: int,
+    steps: int,
+    image_size: int,
+    train_split: str = "train",
+    test_split: str = "test",
+    batch_size: int = 128,
+):
+    """The parts every run shares: model, data, length, cadences."""
+    model = setting.model(model)
+    config = trainer.default_config()
+    config.model_name = model.model_name
+    config.model = ml_collections.ConfigDict(model.overrides)
+    config.dataset = dataset
+    config.data_dir = setting.data_dir if dataset == FASHION_MNIST else None
+    config.train_split = train_split
+    config.test_split = test_split
+    config.image_size = image_size
+    config.pp_train = preprocessing(dataset, image_size, augment=dataset == FASHION_MNIST)
+    config.pp_eval = preprocessing(dataset, image_size)
+    config.batch_size = setting.batch(batch_size)
+    config.eval_batch_size = setting.batch(EVAL_BATCH)
+    config.total_steps = setting.steps(steps)
+    config.seed = seed
+    config.log_every = max(config.total_steps // 10, 1)
+    config.checkpoint_every = 0  # Runs are minutes long: only the final checkpoint.
+    config.keep_checkpoints = 1
+    return config
+
+
+def pretrain_config(setting: Setting, model: MiniModel, *, lr: float = 1e-3, **kwargs):
+    """Table 3's recipe at CPU scale: Adam (0.9, 0.999), decoupled weight decay
+    0.1, linear warm-up over 10% of the steps then linear decay, clipping at 1."""
+    config = base_config(setting, model, **kwargs)
+    config.optimizer = "adam"
+    config.lr = lr
+    config.weight_decay = 0.1
+    config.warmup_steps = config.total_steps // 10
+    config.lr_decay = "linear"
+    config.grad_clip_norm = 1.0
+    return config
+
+
+def finetune_config(setting: Setting, model: MiniModel, *, pretrained: str, lr=0.01, **kwargs):
+    """Table 4's recipe: SGD momentum 0.9, no weight decay, cosine decay after a
+    warm-up (5% of the steps), clipping at 1; starts from `pretrained` (.npz)."""
+    config = base_config(setting, model, **kwargs)
+    config.optimizer = "sgd"
+    config.momentum = 0.9
+    config.lr = lr
+    config.weight_decay = 0.0
+    config.warmup_steps = config.total_steps // 20
+    config.lr_decay = "cosine"
+    config.grad_clip_norm = 1.0
+    config.pretrained = pretrained
+    return config
+
+
+@dataclasses.dataclass
+class Trained:
+    """A finished run: its config, work directory and final (host) parameters."""
+
+    label: str
+    config: ml_collections.ConfigDict
+    workdir: str
+    params: dict
+    seconds: float
+
+    @property
+    def npz(self) -> str:
+        """The official-format export the trainer wrote; fine-tuning starts from it."""
+        return os.path.join(self.workdir, "params.npz")
+
+
+def _run_key(config) -> str:
+    text = config.to_json_best_effort(sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def train(setting: Setting, config, label: str) -> Trained:
+    """Trains (or resumes, or reuses) the run of `config` in its own work directory."""
+    slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", label)
+    workdir = os.path.join(setting.work_dir, f"{slug}-{_run_key(config)}")
+    print(
+        f"[mini] {label}: {config.total_steps} steps of {config.batch_size} on "
+        f"{config.dataset}[{config.train_split}] → {workdir}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    state = trainer.train_and_evaluate(config, workdir)
+    params = jax.device_get(state.params)
+    return Trained(label, config, workdir, params, time.perf_counter() - start)
+
+
+def accuracy(trained: Trained, split: str | None = None) -> float:
+    """Top-1 accuracy on `split` (default: the run's test split), by vit_jax.evaluate."""
+    config = trained.config
+    if split is not None:
+        config = config.copy_and_resolve_references()
+        config.test_split = split
+    return float(test_accuracy(config, trained.params))
+
+
+def fewshot_accuracy(setting: Setting, trained: Trained, dataset: str, shots: int = 5) -> float:
+    """`shots`-per-class linear-probe accuracy of the frozen representation on
+    `dataset` (vit_jax.evaluate.fewshot; mean over its three shot draws)."""
+    from vit_jax.models import get_model
+
+    config = trained.config
+    model = get_model(config.model_name, NUM_CLASSES, **config.model)
+    # Fashion-MNIST: 10k support images are plenty for 25 shots and keep it quick.
+    train_split = setting.pick("train[:10000]", "train") if dataset == FASHION_MNIST else "train"
+    data = fewshot.data_from_registry(
+        dataset,
+        train_split,
+        "test",
+        preprocess=preprocessing(dataset, config.image_size),
+        batch_size=setting.batch(EVAL_BATCH),
+        data_dir=setting.data_dir if dataset == FASHION_MNIST else None,
+    )
+    metrics = fewshot.evaluate(
+        fewshot.representation_fn(model), trained.params, {dataset: data}, shots=(shots,)
+    )
+    return float(metrics[f"fewshot/{dataset}/{shots}shot"])
+
+
+def score_pretrained(setting: Setting, trained: Trained) -> dict[str, float]:
+    """The upstream test accuracy and the 5-shot probes every pre-training
+    study reports: on Fashion-MNIST itself and on digits (a new domain)."""
+    return {
+        "test_accuracy": accuracy(trained),
+        "fashion_5shot": fewshot_accuracy(setting, trained, FASHION_MNIST),
+        "digits_5shot": fewshot_accuracy(setting, trained, DIGITS),
+    }
+
+
+def images_seen(config) -> int:
+    return int(config.total_steps) * int(config.batch_size)
