@@ -56,7 +56,7 @@ def plot(records: list[dict], out: str) -> None:
     labels = [label(r) for r in records]
     positions = range(len(records))
     width = 0.38
-    fig, (speed, mfu) = plt.subplots(1, 2, figsize=(max(8, 2.2 * len(records)), 4.5))
+    fig, (speed, mfu) = plt.subplots(1, 2, figsize=(max(10, 3.6 * len(records)), 5))
     speed.bar(
         [p - width / 2 for p in positions],
         [r["images_per_s"] for r in records],
