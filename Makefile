@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint run clean
+.PHONY: venv test lint run clean bench-deps bench
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,14 @@ run: venv
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache .ruff_cache
+
+# PyTorch + timm for `python -m vit_jax.bench --compare=timm` only (not project
+# dependencies). torch 2.13.0+cpu cannot serve: timm needs torchvision, whose
+# wheels here are CUDA builds that fail to import beside a CPU torch.
+bench-deps: venv
+	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 timm==1.0.31
+
+# ViT-B/16 forward and train step against timm on this machine, then the plot.
+bench: bench-deps
+	$(PY) -m vit_jax.bench --model=ViT-B_16 --batch=8 --resolution=224 --mode=forward,train --compare=timm --rounds=5
+	$(PY) experiments/bench/plot.py

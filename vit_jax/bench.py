@@ -242,13 +242,8 @@ def build_train(setting: Setting, args, mesh) -> CompiledStep:
     create_state = train.make_state_factory(model, tx, config, image_shape)
     abstract_state = jax.eval_shape(create_state, jax.random.key(0))
     state_shardings = sharding.tree_shardings(abstract_state, mesh, config.sharding_rules)
+    step = train.jit_train_step(model, tx, schedule, config, mesh, state_shardings)
     data_sharding = sharding.batch_sharding(mesh)
-    step = jax.jit(
-        train.make_train_step(model, tx, schedule, config, mesh),
-        in_shardings=(state_shardings, data_sharding),
-        out_shardings=(state_shardings, sharding.replicated(mesh)),
-        donate_argnums=0,
-    )
     batch_abstract = {
         "image": jax.ShapeDtypeStruct((setting.batch, *image_shape), jnp.float32),
         "labels": jax.ShapeDtypeStruct((setting.batch, args.num_classes), jnp.float32),
