@@ -7,6 +7,7 @@ writes its JSON (with the provenance), markdown table and PNG plots."""
 import json
 import os
 
+import jax
 import pytest
 
 from experiments.mini import STUDIES
@@ -16,9 +17,20 @@ from experiments.mini.toy_data import write_toy_fashion_mnist
 
 @pytest.fixture(scope="module")
 def toy_dirs(tmp_path_factory):
+    """Work, results and data folders shared by the studies, and a persistent
+    compilation cache: the toy models of different studies compile to the same
+    programs, and XLA compilation is most of a toy run's time."""
     root = tmp_path_factory.mktemp("mini")
     data_dir = write_toy_fashion_mnist(str(root / "fashion"), per_class=6)
-    return str(root / "work"), str(root / "results"), data_dir
+    saved = {
+        name: getattr(jax.config, name)
+        for name in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    }
+    jax.config.update("jax_compilation_cache_dir", str(root / "xla-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield str(root / "work"), str(root / "results"), data_dir
+    for name, value in saved.items():
+        jax.config.update(name, value)
 
 
 @pytest.mark.parametrize("study", STUDIES)

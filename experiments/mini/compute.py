@@ -7,7 +7,7 @@ images seen, with the forward FLOPs measured by XLA on the model itself
 """
 
 from experiments.mini import report
-from experiments.mini.models import bit, hybrid, vit
+from experiments.mini.models import FAMILIES, bit, hybrid, vit
 from experiments.mini.runs import (
     FASHION_MNIST,
     NUM_CLASSES,
@@ -63,10 +63,8 @@ def pretraining_petaflops(config) -> float:
 
 def run(setting) -> report.StudyResult:
     records = []
-    families = {
-        f: [m for m in MODELS if m.family == f] for f in dict.fromkeys(m.family for m in MODELS)
-    }
-    for model in [m for members in families.values() for m in setting.pick(members, members[:1])]:
+    smallest_of_each = tuple(next(m for m in MODELS if m.family == f) for f in FAMILIES)
+    for model in setting.pick(MODELS, smallest_of_each):
         for seed in setting.seeds:
             config = pretraining_config(setting, model, seed)
             trained = train(setting, config, f"compute-{model.label}-s{seed}")

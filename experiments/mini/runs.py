@@ -3,7 +3,7 @@
 Every run is a config of the project's schema (`vit_jax.train.default_config`)
 trained in-process by `vit_jax.train.train_and_evaluate`, then scored by
 `vit_jax.evaluate` (top-1 accuracy, few-shot linear probe). A run's work
-directory is named after a hash of its config, so studies that need the same
+directory is named by a hash of its config, so studies that need the same
 pre-training share it, and re-running a study resumes or reuses finished runs
 instead of training them again (the trainer is deterministic given the config).
 """
@@ -11,7 +11,6 @@ instead of training them again (the trainer is deterministic given the config).
 import dataclasses
 import hashlib
 import os
-import re
 import time
 
 import jax
@@ -157,8 +156,8 @@ def _run_key(config) -> str:
 
 def train(setting: Setting, config, label: str) -> Trained:
     """Trains (or resumes, or reuses) the run of `config` in its own work directory."""
-    slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", label)
-    workdir = os.path.join(setting.work_dir, f"{slug}-{_run_key(config)}")
+    # Named by the config alone: studies asking for the same run share it.
+    workdir = os.path.join(setting.work_dir, _run_key(config))
     print(
         f"[mini] {label}: {config.total_steps} steps of {config.batch_size} on "
         f"{config.dataset}[{config.train_split}] → {workdir}",
