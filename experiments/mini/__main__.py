@@ -85,4 +85,7 @@ def main(argv=None) -> list[str]:
 
 
 if __name__ == "__main__":
+    from absl import logging
+
+    logging.set_verbosity(logging.INFO)  # The trainer's progress lines (steps/s, ETA).
     main()

@@ -15,8 +15,8 @@ CLAIM = "Class token and GAP reach the same accuracy, but GAP needs a different 
 DEFAULT_SEEDS = (0, 1, 2)
 CLASSIFIERS = ("token", "gap")
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
-MODEL = vit(128, 4, 4)
-STEPS = 1000
+MODEL = vit(64, 4, 4)
+STEPS = 300
 TRAIN, HELD_OUT = "train[:54000]", "train[54000:]"
 TOY_TRAIN, TOY_HELD_OUT = "train[:80%]", "train[80%:]"
 

@@ -25,19 +25,19 @@ CLAIM = (
 DEFAULT_SEEDS = (0,)
 MODELS = (
     vit(64, 2, 4),
-    vit(96, 3, 4),
+    vit(64, 4, 4),
+    vit(96, 4, 4),
     vit(128, 4, 4),
-    vit(192, 6, 4),
     bit((1, 1), 0.5),
     bit((1, 1, 1), 0.5),
     bit((2, 2, 2), 0.5),
     bit((2, 2, 2), 1.0),
     hybrid((1,), 64, 2),
-    hybrid((1,), 96, 3),
+    hybrid((1,), 64, 4),
+    hybrid((1,), 96, 4),
     hybrid((1,), 128, 4),
-    hybrid((1,), 192, 6),
 )
-STEPS = 800
+STEPS = 200
 METRICS = {
     "digits_5shot": "5-shot digits",
     "fashion_5shot": "5-shot Fashion-MNIST",

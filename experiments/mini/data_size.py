@@ -24,11 +24,11 @@ CLAIM = (
     "overtakes them, and hybrids sit in between at small sizes."
 )
 DEFAULT_SEEDS = (0,)  # 15 pre-trainings + 15 fine-tunings already fill the hour.
-MODELS = (vit(128, 4, 4), bit((2, 2, 2), 0.5), hybrid((1,), 128, 4))
+MODELS = (vit(64, 4, 4), bit((1, 1, 1), 0.5), hybrid((1,), 64, 4))
 SIZES = (1_000, 3_000, 10_000, 30_000, 60_000)
 TOY_SIZES = (60,)  # The smoke test writes 60 training images.
-STEPS = 800
-FINETUNE_STEPS = 200
+STEPS = 200
+FINETUNE_STEPS = 100
 METRICS = {
     "digits_finetuned": "digits fine-tuned",
     "digits_5shot": "5-shot digits",

@@ -17,8 +17,8 @@ CLAIM = (
 )
 DEFAULT_SEEDS = (0, 1, 2)
 KINDS = ("none", "learn_1d", "learn_2d", "relative")
-MODEL = vit(128, 4, 4)  # 7×7 patches of 4×4 pixels: a grid with room for 2-D structure.
-STEPS = 1000
+MODEL = vit(64, 4, 4)  # 7×7 patches of 4×4 pixels: a grid with room for 2-D structure.
+STEPS = 300
 METRICS = {
     "fashion_5shot": "5-shot Fashion-MNIST",
     "digits_5shot": "5-shot digits",

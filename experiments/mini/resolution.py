@@ -27,9 +27,9 @@ CLAIM = (
     "position embeddings 2-D interpolated to the longer sequence."
 )
 DEFAULT_SEEDS = (0, 1, 2)
-MODEL = vit(128, 4, 4)
-STEPS = 1000
-FINETUNE_STEPS = 200
+MODEL = vit(64, 4, 4)
+STEPS = 300
+FINETUNE_STEPS = 100
 VARIANTS = {  # name → (resolution, position embeddings)
     "28 px (no change)": (28, "pre-trained"),
     "56 px, interpolated": (56, "pre-trained"),

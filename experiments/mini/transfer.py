@@ -26,9 +26,9 @@ CLAIM = (
     "small target from scratch, and few-shot linear probes of the representation work."
 )
 DEFAULT_SEEDS = (0, 1, 2)
-MODEL = vit(128, 4, 4)
-PRETRAIN_STEPS = 1000
-TARGET_STEPS = 300
+MODEL = vit(64, 4, 4)
+PRETRAIN_STEPS = 300
+TARGET_STEPS = 150
 SIZE = 28  # Digits (8 px) are resized to the pre-training resolution.
 
 
