@@ -41,21 +41,31 @@ class StdConv(nn.Conv):
         return param
 
 
-class ResidualUnit(nn.Module):
-    """Post-activation bottleneck of the official hybrids (stride on the 3x3)."""
+class _Bottleneck(nn.Module):
+    """What both bottleneck kinds share: widths, stride and layer factories."""
 
     features: int
     strides: tuple[int, int] = (1, 1)
     dtype: Dtype = jnp.float32
 
+    def conv(self, features, kernel, strides, name):
+        return StdConv(features, kernel, strides, use_bias=False, dtype=self.dtype, name=name)
+
+    def norm(self, name, **kwargs):
+        return nn.GroupNorm(dtype=self.dtype, name=name, **kwargs)
+
+    def needs_projection(self, x) -> bool:
+        return x.shape[-1] != self.features * 4 or self.strides != (1, 1)
+
+
+class ResidualUnit(_Bottleneck):
+    """Post-activation bottleneck of the official hybrids (stride on the 3x3)."""
+
     @nn.compact
     def __call__(self, x):
-        conv = lambda features, kernel, strides, name: StdConv(  # noqa: E731
-            features, kernel, strides, use_bias=False, dtype=self.dtype, name=name
-        )
-        norm = lambda name, **kw: nn.GroupNorm(dtype=self.dtype, name=name, **kw)  # noqa: E731
+        conv, norm = self.conv, self.norm
         residual = x
-        if x.shape[-1] != self.features * 4 or self.strides != (1, 1):
+        if self.needs_projection(x):
             residual = conv(self.features * 4, (1, 1), self.strides, "conv_proj")(residual)
             residual = norm("gn_proj")(residual)
         y = nn.relu(norm("gn1")(conv(self.features, (1, 1), (1, 1), "conv1")(x)))
@@ -66,22 +76,15 @@ class ResidualUnit(nn.Module):
         return nn.relu(residual + y)
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(_Bottleneck):
     """BiT's pre-activation bottleneck (ResNet-v2, stride on the 3x3)."""
-
-    features: int
-    strides: tuple[int, int] = (1, 1)
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda features, kernel, strides, name: StdConv(  # noqa: E731
-            features, kernel, strides, use_bias=False, dtype=self.dtype, name=name
-        )
-        norm = lambda name: nn.GroupNorm(dtype=self.dtype, name=name)  # noqa: E731
+        conv, norm = self.conv, self.norm
         out = nn.relu(norm("gn1")(x))
         residual = x
-        if x.shape[-1] != self.features * 4 or self.strides != (1, 1):
+        if self.needs_projection(x):
             residual = conv(self.features * 4, (1, 1), self.strides, "conv_proj")(out)
         y = conv(self.features, (1, 1), (1, 1), "conv1")(out)
         y = conv(self.features, (3, 3), self.strides, "conv2")(nn.relu(norm("gn2")(y)))
