@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import textwrap
 import time
 
 import matplotlib
@@ -92,7 +93,7 @@ def line_plot(path, summary, *, x: str, y: str, series: str, xlabel: str, ylabel
 
 def bar_plot(path, summary, *, category: str, metrics: dict[str, str], ylabel: str):
     """Grouped bars: one group per `category` value, one bar per metric (key → legend)."""
-    figure, axes = plt.subplots(figsize=(5.5, 3.6))
+    figure, axes = plt.subplots(figsize=(6.5, 4))
     positions = np.arange(len(summary))
     width = 0.8 / len(metrics)
     for i, (metric, legend) in enumerate(metrics.items()):
@@ -100,7 +101,8 @@ def bar_plot(path, summary, *, category: str, metrics: dict[str, str], ylabel: s
         stds = [100 * r[metric]["std"] if metric in r else 0.0 for r in summary]
         axes.bar(positions + i * width, means, width, yerr=stds, capsize=3, label=legend)
     axes.set_xticks(positions + width * (len(metrics) - 1) / 2)
-    axes.set_xticklabels([str(r[category]) for r in summary], fontsize=8)
+    # Long variant names ("fine-tuned from Fashion-MNIST") wrap instead of overlapping.
+    axes.set_xticklabels([textwrap.fill(str(r[category]), 14) for r in summary], fontsize=7)
     axes.set_ylabel(ylabel)
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=8)
