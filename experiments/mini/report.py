@@ -118,8 +118,9 @@ def _save(figure, path: str) -> str:
 
 
 def git_revision() -> str:
-    """HEAD's hash, with '+dirty' when tracked files under experiments/ or
-    vit_jax/ differ from it (the results would not come from that commit alone)."""
+    """HEAD's hash, with '+dirty' when tracked code (vit_jax/, configs/,
+    experiments/mini/) differs from it: the results would not come from that
+    commit alone."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     def git(*args):
@@ -128,7 +129,8 @@ def git_revision() -> str:
         ).stdout.strip()
 
     revision = git("rev-parse", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "vit_jax", "experiments")
+    code = ("vit_jax", "configs", "experiments/mini")  # Not README or results edits.
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *code)
     return revision + ("+dirty" if dirty else "")
 
 
