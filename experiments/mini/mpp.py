@@ -38,18 +38,8 @@ def run(setting) -> report.StudyResult:
             ),
         }
         records += [dict(method=m, seed=seed, digits_accuracy=a) for m, a in methods.items()]
-    summary = report.summarise(records, ("method",), ("digits_accuracy",))
-    table = report.markdown_table(
-        summary,
-        {"method": "pre-training", "digits_accuracy": "digits test accuracy"},
-        percent=("digits_accuracy",),
-    )
-    plot = report.bar_plot(
-        f"{setting.out_dir}/mpp.png",
-        summary,
-        category="method",
-        metrics={"digits_accuracy": "digits test"},
-        ylabel="accuracy (%)",
+    summary, table, plot = report.digits_accuracy_by_method(
+        records, f"{setting.out_dir}/mpp.png", "pre-training"
     )
     notes = (
         "Both pre-trainings: the same ViT, steps and Adam recipe on Fashion-MNIST (the "

@@ -109,6 +109,25 @@ def bar_plot(path, summary, *, category: str, metrics: dict[str, str], ylabel: s
     return _save(figure, path)
 
 
+def digits_accuracy_by_method(records: list[dict], plot_path: str, method_label: str):
+    """Summary, markdown table and bar plot of digits test accuracy per method:
+    the report of the studies that end in transfer to digits."""
+    summary = summarise(records, ("method",), ("digits_accuracy",))
+    table = markdown_table(
+        summary,
+        {"method": method_label, "digits_accuracy": "digits test accuracy"},
+        percent=("digits_accuracy",),
+    )
+    plot = bar_plot(
+        plot_path,
+        summary,
+        category="method",
+        metrics={"digits_accuracy": "digits test"},
+        ylabel="accuracy (%)",
+    )
+    return summary, table, plot
+
+
 def _save(figure, path: str) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     figure.tight_layout()

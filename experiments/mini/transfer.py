@@ -95,18 +95,8 @@ def run(setting) -> report.StudyResult:
             "10-shot probe, untrained": fewshot_accuracy(setting, random_features, DIGITS, 10),
         }
         records += [dict(method=m, seed=seed, digits_accuracy=a) for m, a in methods.items()]
-    summary = report.summarise(records, ("method",), ("digits_accuracy",))
-    table = report.markdown_table(
-        summary,
-        {"method": "method", "digits_accuracy": "digits test accuracy"},
-        percent=("digits_accuracy",),
-    )
-    plot = report.bar_plot(
-        f"{setting.out_dir}/transfer.png",
-        summary,
-        category="method",
-        metrics={"digits_accuracy": "digits test"},
-        ylabel="accuracy (%)",
+    summary, table, plot = report.digits_accuracy_by_method(
+        records, f"{setting.out_dir}/transfer.png", "method"
     )
     notes = (
         f"Pre-training: {PRETRAIN_STEPS} Adam steps on Fashion-MNIST; digits runs: "
