@@ -8,7 +8,7 @@ every seed and reported on the test set.
 
 from experiments.mini import report
 from experiments.mini.models import vit
-from experiments.mini.runs import FASHION_MNIST, accuracy, pretrain_config, train
+from experiments.mini.runs import FASHION_MNIST, PRETRAIN_STEPS, accuracy, pretrain_config, train
 
 TITLE = "Class token vs. GAP (App. D.3)"
 CLAIM = "Class token and GAP reach the same accuracy, but GAP needs a different learning rate."
@@ -16,7 +16,7 @@ DEFAULT_SEEDS = (0, 1, 2)
 CLASSIFIERS = ("token", "gap")
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 MODEL = vit(64, 4, 4)
-STEPS = 300
+STEPS = PRETRAIN_STEPS
 TRAIN, HELD_OUT = "train[:54000]", "train[54000:]"
 TOY_TRAIN, TOY_HELD_OUT = "train[:80%]", "train[80%:]"
 

@@ -11,6 +11,7 @@ from experiments.mini.models import FAMILIES, bit, hybrid, vit
 from experiments.mini.runs import (
     FASHION_MNIST,
     NUM_CLASSES,
+    PRETRAIN_STEPS,
     images_seen,
     pretrain_config,
     score_pretrained,
@@ -37,7 +38,7 @@ MODELS = (
     hybrid((1,), 96, 4),
     hybrid((1,), 128, 4),
 )
-STEPS = 200
+STEPS = PRETRAIN_STEPS
 METRICS = {
     "digits_5shot": "5-shot digits",
     "fashion_5shot": "5-shot Fashion-MNIST",

@@ -11,6 +11,7 @@ from experiments.mini.models import bit, hybrid, vit
 from experiments.mini.runs import (
     DIGITS,
     FASHION_MNIST,
+    PRETRAIN_STEPS,
     accuracy,
     finetune_config,
     pretrain_config,
@@ -27,7 +28,7 @@ DEFAULT_SEEDS = (0,)  # 15 pre-trainings + 15 fine-tunings already fill the hour
 MODELS = (vit(64, 4, 4), bit((1, 1, 1), 0.5), hybrid((1,), 64, 4))
 SIZES = (1_000, 3_000, 10_000, 30_000, 60_000)
 TOY_SIZES = (60,)  # The smoke test writes 60 training images.
-STEPS = 200
+STEPS = PRETRAIN_STEPS
 FINETUNE_STEPS = 100
 METRICS = {
     "digits_finetuned": "digits fine-tuned",

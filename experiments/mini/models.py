@@ -37,7 +37,13 @@ def _heads(width: int) -> int:
 
 
 def vit(width: int, depth: int, patch: int, **options) -> MiniModel:
-    """A ViT of `depth` blocks of `width`, on `patch`×`patch` pixel patches."""
+    """A ViT of `depth` blocks of `width`, on `patch`×`patch` pixel patches.
+
+    The paper's defaults (1-D position embeddings, class token) are spelt out,
+    so that `vit(...).with_options(posemb="learn_1d")` is the same config, and
+    the same run, as `vit(...)`: studies share the pre-trainings they agree on.
+    """
+    options = dict(posemb="learn_1d", classifier="token", **options)
     return MiniModel(
         f"ViT-{width}x{depth}/{patch}",
         "ViT",

@@ -5,11 +5,8 @@ against supervised pre-training on Fashion-MNIST."""
 
 from experiments.mini import report
 from experiments.mini.models import vit
-from experiments.mini.transfer import (
-    finetuned_on_digits,
-    pretrained_on_fashion,
-    scratch_on_digits,
-)
+from experiments.mini.runs import PRETRAIN_STEPS
+from experiments.mini.transfer import method_records, pretrained_on_fashion, tuned_on_digits
 
 TITLE = "Masked patch prediction (Sec. 4.6)"
 CLAIM = (
@@ -22,28 +19,31 @@ OBJECTIVE = "masked_patch_prediction"
 
 
 def run(setting) -> report.StudyResult:
-    records = []
-    for seed in setting.seeds:
-        self_supervised = pretrained_on_fashion(
-            setting, MODEL, seed, f"mpp-fashion-s{seed}", objective=OBJECTIVE
+    pretrainings = {
+        "masked patch prediction": {
+            seed: pretrained_on_fashion(
+                setting, MODEL, seed, f"mpp-fashion-s{seed}", objective=OBJECTIVE
+            )
+            for seed in setting.seeds
+        },
+        "supervised pre-training": {
+            seed: pretrained_on_fashion(setting, MODEL, seed, f"transfer-fashion-s{seed}")
+            for seed in setting.seeds
+        },
+    }
+    labels = {"masked patch prediction": "mpp-digits", "supervised pre-training": "transfer-digits"}
+    records = method_records("from scratch", *tuned_on_digits(setting, MODEL, "digits-scratch"))
+    for name, by_seed in pretrainings.items():
+        records += method_records(
+            f"{name}, fine-tuned", *tuned_on_digits(setting, MODEL, labels[name], by_seed)
         )
-        supervised = pretrained_on_fashion(setting, MODEL, seed, f"transfer-fashion-s{seed}")
-        methods = {
-            "from scratch": scratch_on_digits(setting, MODEL, seed),
-            "masked patch prediction, fine-tuned": finetuned_on_digits(
-                setting, MODEL, self_supervised, seed, f"mpp-digits-s{seed}"
-            ),
-            "supervised pre-training, fine-tuned": finetuned_on_digits(
-                setting, MODEL, supervised, seed, f"transfer-digits-s{seed}"
-            ),
-        }
-        records += [dict(method=m, seed=seed, digits_accuracy=a) for m, a in methods.items()]
     summary, table, plot = report.digits_accuracy_by_method(
         records, f"{setting.out_dir}/mpp.png", "pre-training"
     )
     notes = (
-        "Both pre-trainings: the same ViT, steps and Adam recipe on Fashion-MNIST (the "
-        "self-supervised one ignores the labels; 1-channel images give 8 colour classes); "
-        "fine-tuning and scratch runs as in the transfer study."
+        f"Both pre-trainings: the same ViT, {PRETRAIN_STEPS} steps and Adam recipe on "
+        "Fashion-MNIST (the self-supervised one ignores the labels; 1-channel images give "
+        "8 colour classes); fine-tuning and scratch runs, with their learning-rate "
+        "sweeps on held-out training digits, as in the transfer study."
     )
     return report.StudyResult(records, summary, table, [plot], notes)

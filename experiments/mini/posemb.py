@@ -8,7 +8,13 @@ by test accuracy.
 
 from experiments.mini import report
 from experiments.mini.models import vit
-from experiments.mini.runs import FASHION_MNIST, pretrain_config, score_pretrained, train
+from experiments.mini.runs import (
+    FASHION_MNIST,
+    PRETRAIN_STEPS,
+    pretrain_config,
+    score_pretrained,
+    train,
+)
 
 TITLE = "Position embeddings (Table 8)"
 CLAIM = (
@@ -18,7 +24,7 @@ CLAIM = (
 DEFAULT_SEEDS = (0, 1, 2)
 KINDS = ("none", "learn_1d", "learn_2d", "relative")
 MODEL = vit(64, 4, 4)  # 7×7 patches of 4×4 pixels: a grid with room for 2-D structure.
-STEPS = 300
+STEPS = PRETRAIN_STEPS
 METRICS = {
     "fashion_5shot": "5-shot Fashion-MNIST",
     "digits_5shot": "5-shot digits",

@@ -14,6 +14,7 @@ from experiments.mini import report
 from experiments.mini.models import vit
 from experiments.mini.runs import (
     FASHION_MNIST,
+    PRETRAIN_STEPS,
     accuracy,
     finetune_config,
     pretrain_config,
@@ -28,7 +29,7 @@ CLAIM = (
 )
 DEFAULT_SEEDS = (0, 1, 2)
 MODEL = vit(64, 4, 4)
-STEPS = 300
+STEPS = PRETRAIN_STEPS
 FINETUNE_STEPS = 100
 VARIANTS = {  # name → (resolution, position embeddings)
     "28 px (no change)": (28, "pre-trained"),
