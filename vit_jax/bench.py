@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vit_jax import optim, sharding
+from vit_jax import optim, sharding, xla_flags
 from vit_jax.models import costs, get_model, model_kwargs
 
 MODES = ("forward", "train")
@@ -628,18 +628,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _add_xla_flags(flags: str, why: str) -> None:
-    """Appends `flags` to XLA_FLAGS, which XLA reads when JAX starts its backend."""
-    if all(flag in os.environ.get("XLA_FLAGS", "") for flag in flags.split()):
-        return
-    if jax._src.xla_bridge.backends_are_initialized():
-        raise SystemExit(
-            f"{why}: JAX's backend already started in this process; run the benchmark in a "
-            f"fresh process or set XLA_FLAGS='{flags}' in the environment."
-        )
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
-
-
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     if args.timm_worker:
@@ -657,9 +645,10 @@ def run_all(args, worker) -> list[dict]:
     """Every setting of `args`, printed and appended to args.results."""
     if args.simulate_devices:
         flag = f"--xla_force_host_platform_device_count={args.simulate_devices}"
-        _add_xla_flags(flag, f"--simulate_devices={args.simulate_devices}")
+        xla_flags.add(flag, f"--simulate_devices={args.simulate_devices}")
     if args.xla_flags:
-        _add_xla_flags(args.xla_flags, "--xla_flags")
+        xla_flags.add(args.xla_flags, "--xla_flags")
+    xla_flags.prefer_memory_scheduling_on_cpu()  # As vit_jax.main runs the trainer.
     mesh = sharding.make_mesh(parse_mesh(args.mesh))
     on_cpu = jax.devices()[0].platform == "cpu"
     peak = None
