@@ -100,14 +100,15 @@ def test_sharded_training_equals_single_device():
     assert mu["kernel"].sharding.spec == PartitionSpec(None, "fsdp")  # Optimizer state too.
 
     assert int(sharded.step) == int(single.step) == 3
-    # atol: the key bias has a zero gradient in exact arithmetic (it shifts all
-    # logits of a query equally), so Adam normalises float noise of ~1e-9 that
-    # depends on the reduction order; it stays below 1e-6 in absolute value.
+
+    # The key bias has a zero gradient in exact arithmetic (it shifts all
+    # logits of a query equally), so Adam normalises float noise that depends
+    # on the reduction order: both runs leave it at noise size (~1e-6), not
+    # equal. Every other parameter agrees to float32 reduction noise.
+    def assert_same(path, a, b):
+        key_bias = jax.tree_util.keystr(path).endswith("['key']['bias']")
+        atol = 1e-5 if key_bias else 1e-6
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=atol)
+
     for tree in ("params", "ema_params"):
-        jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(
-                np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6
-            ),
-            getattr(sharded, tree),
-            getattr(single, tree),
-        )
+        jax.tree_util.tree_map_with_path(assert_same, getattr(sharded, tree), getattr(single, tree))
