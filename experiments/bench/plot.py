@@ -42,13 +42,18 @@ def load_latest(path: str) -> list[dict]:
     return list(latest.values())
 
 
+# Flags too long for a tick label, by what they do.
+SHORT_FLAGS = {"--xla_cpu_enable_concurrency_optimized_scheduler=false": "memory scheduler"}
+
+
 def label(record: dict) -> str:
     extras = " remat" if record["remat"] else ""
-    if record.get("xla_flags", "").strip():
-        extras += "\n" + record["xla_flags"].replace("--xla_", "")
+    flags = record.get("xla_flags", "").split()
+    if flags:
+        extras += "\n" + ", ".join(SHORT_FLAGS.get(f, f.replace("--xla_", "")) for f in flags)
     return (
         f"{record['model']} {record['mode']}\n{record['dtype']} b{record['batch']} "
-        f"@{record['resolution']}{extras}"
+        f"@{record['resolution']}{extras}\n{record['time'][:16].replace('T', ' ')}"
     )
 
 
