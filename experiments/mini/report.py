@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # Files only; no display on a server.
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -84,6 +85,12 @@ def line_plot(path, summary, *, x: str, y: str, series: str, xlabel: str, ylabel
         )
     if logx:
         axes.set_xscale("log")
+        # Ticks at the measured values, written plainly: a log axis spanning
+        # less than a decade otherwise labels its minor ticks on top of each other.
+        ticks = sorted({row[x] for row in summary})
+        if len(ticks) <= 8:
+            axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
