@@ -58,6 +58,7 @@ def run(setting) -> report.StudyResult:
             setting, MODEL, dataset=FASHION_MNIST, seed=seed, steps=STEPS, image_size=28
         )
         pretrained = train(setting, config, f"resolution-pretrain-s{seed}")
+        pretrained_accuracy = accuracy(pretrained)  # Once per pre-training, not per variant.
         for name, (size, posemb) in VARIANTS.items():
             npz = pretrained.npz
             if posemb == "fresh":
@@ -80,7 +81,7 @@ def run(setting) -> report.StudyResult:
                 dict(
                     variant=name,
                     seed=seed,
-                    pretrained_accuracy=accuracy(pretrained),
+                    pretrained_accuracy=pretrained_accuracy,
                     test_accuracy=accuracy(tuned),
                 )
             )

@@ -71,14 +71,17 @@ def tuned_on_digits(setting, model, label: str, pretrained: dict | None = None):
     """The learning rate chosen on held-out training digits with the first
     seed, and the test accuracy per seed of runs on all training digits with
     it. `pretrained` maps seed → Trained (fine-tuning); None: from scratch."""
-    source = (lambda seed: pretrained[seed]) if pretrained else (lambda seed: None)
     rates = setting.subset(FINETUNE_LRS if pretrained else SCRATCH_LRS)
+    source = pretrained or {}  # .get(seed) is None: from scratch.
     first = setting.seeds[0]
     held_out = {
-        lr: digits_run(setting, model, first, label, lr, source(first), sweep=True) for lr in rates
+        lr: digits_run(setting, model, first, label, lr, source.get(first), sweep=True)
+        for lr in rates
     }
     best = max(held_out, key=held_out.get)
-    return best, {s: digits_run(setting, model, s, label, best, source(s)) for s in setting.seeds}
+    return best, {
+        s: digits_run(setting, model, s, label, best, source.get(s)) for s in setting.seeds
+    }
 
 
 def untrained(setting, model, seed: int) -> Trained:

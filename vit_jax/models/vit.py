@@ -106,16 +106,16 @@ def _use_cudnn_attention(dtype) -> bool:
     return jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
 
 
-def _flat_init(init):
-    """`init` drawn on the 2-D (fan-in, fan-out) view of a kernel, then reshaped:
-    nn.DenseGeneral's convention, so these kernels start from the same values
-    as the official DenseGeneral ones."""
+def _dense_general_kernel_init(fan_in_dims: int):
+    """xavier_uniform drawn on the 2-D (fan-in, fan-out) view of a kernel whose
+    first `fan_in_dims` axes are its inputs, then reshaped: nn.DenseGeneral's
+    convention, so these kernels start from the same values as its own."""
 
-    def wrapped(rng, shape, fan_in_dims: int, dtype=jnp.float32):
+    def init(rng, shape, dtype=jnp.float32):
         flat = (int(np.prod(shape[:fan_in_dims])), int(np.prod(shape[fan_in_dims:])))
-        return init(rng, flat, dtype).reshape(shape)
+        return xavier_uniform(rng, flat, dtype).reshape(shape)
 
-    return wrapped
+    return init
 
 
 class HeadProjection(nn.Module):
@@ -135,7 +135,7 @@ class HeadProjection(nn.Module):
     @nn.compact
     def __call__(self, x):
         shape = (x.shape[-1], self.num_heads, self.head_dim)
-        kernel = self.param("kernel", lambda r, s: _flat_init(xavier_uniform)(r, s, 1), shape)
+        kernel = self.param("kernel", _dense_general_kernel_init(1), shape)
         bias = self.param("bias", nn.initializers.zeros, shape[1:])
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.head_major:
@@ -155,7 +155,7 @@ class HeadMerge(nn.Module):
     def __call__(self, x):
         heads, head_dim = (x.shape[1], x.shape[3]) if self.head_major else x.shape[2:]
         shape = (heads, head_dim, self.features)
-        kernel = self.param("kernel", lambda r, s: _flat_init(xavier_uniform)(r, s, 2), shape)
+        kernel = self.param("kernel", _dense_general_kernel_init(2), shape)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         spec = "bnth,nhd->btd" if self.head_major else "btnh,nhd->btd"
