@@ -31,9 +31,10 @@ MODEL = vit(64, 4, 4)
 TARGET_STEPS = 150
 SIZE = 28  # Digits (8 px) are resized to the pre-training resolution.
 # Learning rates swept on held-out training digits (Table 4's fine-tuning
-# sweep; Adam's around the pre-training rate for the runs from scratch).
-FINETUNE_LRS = (0.001, 0.003, 0.01, 0.03)
-SCRATCH_LRS = (3e-4, 1e-3, 3e-3)
+# sweep; Adam's around the pre-training rate for the runs from scratch),
+# each one step beyond its first grid, whose largest rate had won.
+FINETUNE_LRS = (0.001, 0.003, 0.01, 0.03, 0.1)
+SCRATCH_LRS = (3e-4, 1e-3, 3e-3, 1e-2)
 SWEEP_TRAIN, SWEEP_HELD_OUT = "train[:80%]", "train[80%:]"
 
 
