@@ -4,6 +4,8 @@ docs/performance.md."""
 
 import importlib.util
 import json
+import subprocess
+import sys
 import types
 
 import pytest
@@ -92,3 +94,28 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         run_bench(tmp_path, "--batch=8", "--dtype=float16")
     with pytest.raises(ValueError, match="not divisible by the 8 data-parallel devices"):
         run_bench(tmp_path, "--batch=6")
+
+
+# The accelerator images the benchmark runs on (see experiments/bench/gpu.sh)
+# have JAX, Flax, optax and orbax but no TensorFlow, clu or tfds.
+_WITHOUT_TENSORFLOW = """
+import importlib.abc, sys
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"tensorflow", "tensorflow_datasets", "clu"}:
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)")
+sys.meta_path.insert(0, Missing())
+from vit_jax import bench
+bench.main(sys.argv[1:])
+"""
+
+
+def test_train_step_benchmark_needs_no_tensorflow(tmp_path):
+    results = tmp_path / "results.jsonl"
+    flags = [*TINY, "--batch=8", "--mode=train", f"--results={results}"]
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW, *flags], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert record["mode"] == "train" and record["images_per_s"] > 0

@@ -20,9 +20,10 @@ and appends to a JSON-lines file:
   compile time     lowering + XLA compilation, seconds.
 
 `--compare=timm` builds timm's VisionTransformer with the same architecture
-(PyTorch on CPU; `make bench-deps` installs both, they are not project
-dependencies) and times it interleaved with ours, round by round, so that the
-ratio ours/timm stays fair on a loaded machine. `--compile_only` skips timing:
+(PyTorch, on the GPU when JAX runs on one; `make bench-deps` installs both
+on CPU machines, they are not project dependencies) and times it
+interleaved with ours, round by round, so that the ratio ours/timm stays
+fair on a loaded machine. `--compile_only` skips timing:
 with `--mesh=fsdp:8` on 8 simulated devices it shows what FSDP does to the
 per-device memory of a model too large to run here (e.g. ViT-H/14).
 """
@@ -279,18 +280,21 @@ def build_train(setting: Setting, args, mesh) -> CompiledStep:
 # on stdin/stdout; its steps still alternate with ours, round by round.
 
 
-def timm_runner(setting: Setting, num_classes: int) -> Callable[[int], None]:
+def timm_runner(setting: Setting, num_classes: int, device: str = "cpu") -> Callable[[int], None]:
     """timm's VisionTransformer with our architecture, forward or an Adam +
-    clipping train step like ours, as a function of the iteration count."""
+    clipping train step like ours, as a function of the iteration count, on
+    `device` ("cpu", or "cuda" beside JAX on a GPU)."""
     import torch
 
-    model = timm_model(setting.model, setting.resolution, num_classes)
+    model = timm_model(setting.model, setting.resolution, num_classes).to(device)
     images = torch.from_numpy(
         np.random.default_rng(0)
         .uniform(-1, 1, (setting.batch, 3, setting.resolution, setting.resolution))
         .astype(np.float32)
-    )
-    autocast = torch.autocast("cpu", torch.bfloat16, enabled=setting.dtype == "bfloat16")
+    ).to(device)
+    autocast = torch.autocast(device, torch.bfloat16, enabled=setting.dtype == "bfloat16")
+    # CUDA kernels run asynchronously: a timed run ends when the GPU is done.
+    finish = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if setting.mode == "forward":
         model.eval()
 
@@ -298,11 +302,12 @@ def timm_runner(setting: Setting, num_classes: int) -> Callable[[int], None]:
             with torch.inference_mode(), autocast:
                 for _ in range(iters):
                     model(images)
+            finish()
 
         return run
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    labels = torch.arange(setting.batch) % num_classes
+    labels = (torch.arange(setting.batch) % num_classes).to(device)
 
     def run(iters):
         for _ in range(iters):
@@ -312,6 +317,7 @@ def timm_runner(setting: Setting, num_classes: int) -> Callable[[int], None]:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+        finish()
 
     return run
 
@@ -351,7 +357,7 @@ def timm_worker(requests, replies) -> None:
                 reply = {"flops": rate}
             elif request["op"] == "build":
                 setting = Setting(**request["setting"])
-                run = timm_runner(setting, request["num_classes"])
+                run = timm_runner(setting, request["num_classes"], request["device"])
                 model = timm_model(setting.model, setting.resolution, request["num_classes"])
                 reply = {"params": sum(p.numel() for p in model.parameters())}
             else:
@@ -361,6 +367,11 @@ def timm_worker(requests, replies) -> None:
             reply = {"error": f"{type(error).__name__}: {error}"}
         replies.write(json.dumps(reply) + "\n")
         replies.flush()
+
+
+def torch_device() -> str:
+    """Where timm runs: on the GPU when JAX runs on one, else on the CPU."""
+    return "cuda" if jax.devices()[0].platform == "gpu" else "cpu"
 
 
 class TimmWorker:
@@ -389,7 +400,10 @@ class TimmWorker:
     def runner(self, setting: Setting, num_classes: int) -> tuple[Callable[[int], None], int]:
         """A run(iters) for timm's step of `setting`, and timm's parameter count."""
         built = self.request(
-            op="build", setting=dataclasses.asdict(setting), num_classes=num_classes
+            op="build",
+            setting=dataclasses.asdict(setting),
+            num_classes=num_classes,
+            device=torch_device(),
         )
         return (lambda iters: self.request(op="run", iters=iters)), built["params"]
 
@@ -648,6 +662,9 @@ def run_all(args, worker) -> list[dict]:
         xla_flags.add(flag, f"--simulate_devices={args.simulate_devices}")
     if args.xla_flags:
         xla_flags.add(args.xla_flags, "--xla_flags")
+    if worker is not None:
+        # JAX takes 75% of a GPU's memory at start; leave timm's process room.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
     xla_flags.prefer_memory_scheduling_on_cpu()  # As vit_jax.main runs the trainer.
     mesh = sharding.make_mesh(parse_mesh(args.mesh))
     on_cpu = jax.devices()[0].platform == "cpu"

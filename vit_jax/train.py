@@ -24,7 +24,6 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from vit_jax import optim, sharding
@@ -465,6 +464,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         if config.pretrained:
             state = _load_pretrained(config, state)
     assert int(state.step) == first_step, (int(state.step), first_step)
+
+    # Imported here: clu brings in TensorFlow, which the step functions above
+    # (and vit_jax.bench, on accelerator images without TF) do not need.
+    from clu import metric_writers
 
     writer = metric_writers.create_default_writer(
         workdir, just_logging=jax.process_index() > 0, asynchronous=True
