@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint run clean bench-deps bench
+.PHONY: venv test lint run clean bench-deps bench device-wheels
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,8 @@ bench-deps: venv
 bench: bench-deps
 	$(PY) -m vit_jax.bench --model=ViT-B_16 --batch=8 --resolution=224 --mode=forward,train --compare=timm --rounds=5
 	$(PY) experiments/bench/plot.py
+
+# Wheels of the pure-Python packages the device tool's GPU image lacks, for
+# experiments/bench/gpu.sh (carry .device with the run).
+device-wheels: venv
+	$(VENV)/bin/pip download -q --no-deps -d .device/wheels ml-collections==1.1.0

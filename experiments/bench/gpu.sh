@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Issue #9's GPU checks and benchmarks in one device call (~7 min on an H200).
+#
+#   make device-wheels     # here, once: wheels of what the GPU image lacks
+#   device tool: run(command="bash experiments/bench/gpu.sh",
+#                    carry=[".device"], timeout_s=540)
+#
+# The GPU image has JAX, Flax, optax, orbax, PyTorch and timm but no
+# ml_collections (and no TensorFlow, which the benchmark does not need).
+# Everything lands in $OUT: checks.log, bench.log, results.jsonl.
+set -uo pipefail
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 JAX_PLATFORMS=cuda
+OUT="${OUT:-/tmp/vit_jax-gpu}"
+mkdir -p "$OUT"
+python3 -m pip install -q --no-deps --no-index .device/wheels/*.whl
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+python3 -c 'import jax, flax, optax; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, jax.devices())'
+
+# 1. Correctness of the GPU-only paths (cuDNN attention, bf16 step).
+python3 experiments/bench/gpu_checks.py 2>&1 | tee "$OUT/checks.log"
+
+# 2. Throughput and MFU (spec peak: H100/H200 989 bf16 TFLOP/s dense).
+bench() {
+  python3 -m vit_jax.bench --resolution=224 --dtype=bfloat16 --rounds=3 --iters=5 \
+    --results="$OUT/results.jsonl" "$@" 2>&1 | grep -v "^INFO\|^WARNING" | tee -a "$OUT/bench.log"
+}
+bench --model=ViT-B_16 --batch=256 --mode=train,forward --compare=timm
+bench --model=ViT-L_16 --batch=128 --mode=train
+bench --model=ViT-H_14 --batch=64 --mode=train
