@@ -6,7 +6,7 @@ against supervised pre-training on Fashion-MNIST."""
 from experiments.mini import report
 from experiments.mini.models import vit
 from experiments.mini.runs import PRETRAIN_STEPS
-from experiments.mini.transfer import method_records, pretrained_on_fashion, tuned_on_digits
+from experiments.mini.transfer import pretrained_on_fashion, sweep_notes, tuned_on_digits
 
 TITLE = "Masked patch prediction (Sec. 4.6)"
 CLAIM = (
@@ -32,11 +32,10 @@ def run(setting) -> report.StudyResult:
         },
     }
     labels = {"masked patch prediction": "mpp-digits", "supervised pre-training": "transfer-digits"}
-    records = method_records("from scratch", *tuned_on_digits(setting, MODEL, "digits-scratch"))
+    tuned = {"from scratch": tuned_on_digits(setting, MODEL, "digits-scratch")}
     for name, by_seed in pretrainings.items():
-        records += method_records(
-            f"{name}, fine-tuned", *tuned_on_digits(setting, MODEL, labels[name], by_seed)
-        )
+        tuned[f"{name}, fine-tuned"] = tuned_on_digits(setting, MODEL, labels[name], by_seed)
+    records = [record for method, t in tuned.items() for record in t.records(method)]
     summary, table, plot = report.digits_accuracy_by_method(
         records, f"{setting.out_dir}/mpp.png", "pre-training"
     )
@@ -45,5 +44,5 @@ def run(setting) -> report.StudyResult:
         "Fashion-MNIST (the self-supervised one ignores the labels; 1-channel images give "
         "8 colour classes); fine-tuning and scratch runs, with their learning-rate "
         "sweeps on held-out training digits, as in the transfer study."
-    )
+    ) + sweep_notes(tuned)
     return report.StudyResult(records, summary, table, [plot], notes)
