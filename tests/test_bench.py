@@ -49,6 +49,13 @@ def test_forward_and_train_print_and_record_every_field(tmp_path, capsys):
 def test_bfloat16_forward_runs(tmp_path):
     (record,), _ = run_bench(tmp_path, "--batch=8", "--mode=forward", "--dtype=bfloat16")
     assert record["dtype"] == "bfloat16" and record["images_per_s"] > 0
+    assert record["attention_impl"] == "auto"
+
+
+def test_attention_impl_reaches_the_train_step(tmp_path, capsys):
+    (record,), _ = run_bench(tmp_path, "--batch=8", "--mode=train", "--attention_impl=explicit")
+    assert record["attention_impl"] == "explicit" and record["images_per_s"] > 0
+    assert "attention explicit" in capsys.readouterr().out
 
 
 def test_compare_timm_or_names_the_install_target(tmp_path, capsys):

@@ -249,3 +249,21 @@ def test_bad_option_values_and_image_sizes_are_explained():
         )
     with pytest.raises(ValueError, match="classifier='cls'"):
         get_model("testing", 2, classifier="cls").init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    with pytest.raises(ValueError, match="attention_impl='flash'"):
+        get_model("testing", 2, attention_impl="flash").init(
+            jax.random.key(0), jnp.zeros((1, 16, 16, 3))
+        )
+
+
+def test_attention_impl_keeps_the_parameter_tree():
+    """Choosing the attention kernel changes no parameter: checkpoints load
+    into either (on CPU both run the explicit softmax)."""
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+    auto = get_model("testing", num_classes=5)
+    explicit = get_model("testing", num_classes=5, attention_impl="explicit")
+    params = _random_params(auto, images)
+    shapes = lambda tree: jax.tree.map(jnp.shape, tree)  # noqa: E731
+    assert shapes(explicit.init(jax.random.key(0), images)["params"]) == shapes(params)
+    np.testing.assert_array_equal(
+        auto.apply({"params": params}, images), explicit.apply({"params": params}, images)
+    )

@@ -48,6 +48,7 @@ import numpy as np
 
 from vit_jax import optim, sharding, xla_flags
 from vit_jax.models import costs, get_model, model_kwargs
+from vit_jax.models.vit import ATTENTION_IMPLS
 
 MODES = ("forward", "train")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -192,15 +193,24 @@ def train_config(setting: Setting, args) -> ml_collections.ConfigDict:
     config.total_steps = 10_000
     config.mesh = parse_mesh(args.mesh)
     config.model.dtype = setting.dtype
+    config.model.update(_attention_override(args))
     if args.remat:
         config.model.remat = True
     train.check_config(config)
     return config
 
 
+def _attention_override(args) -> dict:
+    """--attention_impl as a model option; "auto" is every model's default
+    (and the only value the ResNets, which have no attention, accept)."""
+    return {} if args.attention_impl == "auto" else {"attention_impl": args.attention_impl}
+
+
 def build_forward(setting: Setting, args, mesh) -> CompiledStep:
     """The jitted inference forward, params laid out by the trainer's rules."""
-    model = get_model(setting.model, args.num_classes, dtype=DTYPES[setting.dtype])
+    model = get_model(
+        setting.model, args.num_classes, dtype=DTYPES[setting.dtype], **_attention_override(args)
+    )
     abstract_params = costs.abstract_params(model, setting.resolution)
     rules = _train_module().default_config().sharding_rules
     param_shardings = sharding.tree_shardings(abstract_params, mesh, rules)
@@ -459,6 +469,7 @@ def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> d
         **dataclasses.asdict(setting),
         "mesh": args.mesh,
         "remat": args.remat,
+        "attention_impl": args.attention_impl,
         "params": num_params,
         "compile_s": ours.compile_seconds,
         "xla_flops_per_step": ours.xla_flops,
@@ -548,6 +559,7 @@ def format_record(record: dict) -> str:
     head = (
         f"{record['model']} {record['mode']} batch {record['batch']} @{record['resolution']} "
         f"{record['dtype']} mesh {record['mesh']}{' remat' if record['remat'] else ''}"
+        + (f" attention {record['attention_impl']}" if record["attention_impl"] != "auto" else "")
     )
     memory = record["memory_bytes_per_device"]
     lines = [
@@ -620,6 +632,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_classes", type=int, default=1000)
     parser.add_argument("--mesh", default="data:-1,fsdp:1", help="config.mesh as name:size,...")
     parser.add_argument("--remat", action="store_true", help="rematerialise encoder blocks")
+    parser.add_argument(
+        "--attention_impl",
+        choices=ATTENTION_IMPLS,
+        default="auto",
+        help="auto: cuDNN's fused kernel for 16-bit on GPU, else the explicit softmax",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median is kept)")
     parser.add_argument("--iters", type=int, default=2, help="steps per round and runner")
     parser.add_argument(

@@ -25,6 +25,9 @@ Dtype = Any
 LAYER_NORM_EPSILON = 1e-6  # The official code's value; flax's default is 1e-6 too.
 POSEMB_KINDS = ("learn_1d", "learn_2d", "relative", "none")
 CLASSIFIERS = ("token", "gap")
+# "auto": cuDNN's fused kernel where it serves (16-bit on GPU), else the
+# explicit softmax; "explicit" and "cudnn" force one (benchmarks, workarounds).
+ATTENTION_IMPLS = ("auto", "explicit", "cudnn")
 
 xavier_uniform = nn.initializers.xavier_uniform()
 tiny_normal = nn.initializers.normal(stddev=1e-6)  # Official bias init of the MLP.
@@ -165,15 +168,17 @@ class HeadMerge(nn.Module):
 class MultiHeadDotProductAttention(nn.Module):
     """Multi-head self-attention with the official q/k/v/out parameter shapes.
 
-    16-bit compute on GPU without attention dropout, bias or a request for the
-    maps goes through cuDNN's fused flash attention
-    (`jax.nn.dot_product_attention`); everything else computes the softmax
-    explicitly, head-major.
+    With `attention_impl="auto"`, 16-bit compute on GPU without attention
+    dropout, bias or a request for the maps goes through cuDNN's fused flash
+    attention (`jax.nn.dot_product_attention`); everything else computes the
+    softmax explicitly, head-major. "cudnn" asks for the fused kernel on any
+    dtype, "explicit" never uses it; neither changes the parameters.
     """
 
     num_heads: int
     dtype: Dtype = jnp.float32
     dropout_rate: float = 0.0
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, *, deterministic: bool, bias=None):
@@ -183,9 +188,15 @@ class MultiHeadDotProductAttention(nn.Module):
         head_dim = hidden // self.num_heads
         wants_maps = self.is_mutable_collection("attention")
         uses_dropout = not deterministic and self.dropout_rate > 0
-        fused = _use_cudnn_attention(self.dtype) and not (
-            wants_maps or uses_dropout or bias is not None
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"attention_impl={self.attention_impl!r}; choose one of {ATTENTION_IMPLS}."
+            )
+        wanted = self.attention_impl == "cudnn" or (
+            self.attention_impl == "auto" and _use_cudnn_attention(self.dtype)
         )
+        # The fused kernel has no maps to show, and no dropout or bias here.
+        fused = wanted and not (wants_maps or uses_dropout or bias is not None)
         project = lambda name: HeadProjection(  # noqa: E731
             self.num_heads, head_dim, head_major=not fused, dtype=self.dtype, name=name
         )
@@ -234,6 +245,7 @@ class Encoder1DBlock(nn.Module):
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, deterministic: bool, attention_bias=None):
@@ -246,6 +258,7 @@ class Encoder1DBlock(nn.Module):
             self.num_heads,
             dtype=self.dtype,
             dropout_rate=self.attention_dropout_rate,
+            attention_impl=self.attention_impl,
             name="MultiHeadDotProductAttention_0",
         )(y, deterministic=deterministic, bias=attention_bias)
         y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
@@ -271,6 +284,7 @@ class Encoder(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     remat: bool = False
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -292,6 +306,7 @@ class Encoder(nn.Module):
                 attention_dropout_rate=self.attention_dropout_rate,
                 # Linear in depth, as timm and big_vision do; 0 is the paper.
                 drop_path_rate=self.stochastic_depth * i / max(self.num_layers - 1, 1),
+                attention_impl=self.attention_impl,
                 name=f"encoderblock_{i}",
             )(x, not train, bias)
         return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
@@ -320,6 +335,7 @@ class VisionTransformer(nn.Module):
     dtype: Dtype = jnp.float32
     remat: bool = False
     head_bias_init: float = 0.0
+    attention_impl: str = "auto"  # One of ATTENTION_IMPLS.
 
     def setup_checks(self, images):
         if self.classifier not in CLASSIFIERS:
@@ -386,6 +402,7 @@ class VisionTransformer(nn.Module):
             attention_dropout_rate=self.attention_dropout_rate,
             stochastic_depth=self.stochastic_depth,
             remat=self.remat,
+            attention_impl=self.attention_impl,
             name="Transformer",
         )(tokens, train=train)
 
