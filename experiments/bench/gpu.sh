@@ -31,3 +31,4 @@ bench --model=ViT-B_16 --batch=256 --mode=train,forward --compare=timm --attenti
 bench --model=ViT-B_16 --batch=256 --mode=train --attention_impl=explicit  # fused vs not
 bench --model=ViT-L_16 --batch=128 --mode=train --attention_impl=$IMPL
 bench --model=ViT-H_14 --batch=64 --mode=train --attention_impl=$IMPL
+python3 experiments/bench/plot.py --results="$OUT/results.jsonl" --out="$OUT/bench_gpu.png" || true

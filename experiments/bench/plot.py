@@ -37,6 +37,8 @@ def load_latest(path: str) -> list[dict]:
                 record["mesh"],
                 record["remat"],
                 record.get("xla_flags", ""),
+                record.get("attention_impl", "auto"),
+                record.get("device_kind", ""),  # A GPU's records never replace a CPU's.
             )
             latest[key] = record
     return list(latest.values())
@@ -48,6 +50,8 @@ SHORT_FLAGS = {"--xla_cpu_enable_concurrency_optimized_scheduler=false": "memory
 
 def label(record: dict) -> str:
     extras = " remat" if record["remat"] else ""
+    if record.get("attention_impl", "auto") != "auto":
+        extras += f" {record['attention_impl']} attention"
     flags = record.get("xla_flags", "").split()
     if flags:
         extras += "\n" + ", ".join(SHORT_FLAGS.get(f, f.replace("--xla_", "")) for f in flags)
