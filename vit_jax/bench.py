@@ -242,18 +242,28 @@ def build_forward(setting: Setting, args, mesh) -> CompiledStep:
     return CompiledStep(run, seconds, _flops(lowered), peak, sizes)
 
 
-def build_train(setting: Setting, args, mesh) -> CompiledStep:
-    """The trainer's step, jitted exactly as train_and_evaluate jits it."""
+def trainer_step(config, num_classes: int, mesh):
+    """The trainer's jitted step for `config` (RGB images), as train_and_evaluate
+    jits it, with its state factory, abstract state and state shardings."""
     train = _train_module()
-    config = train_config(setting, args)
-    model = get_model(config.model_name, args.num_classes, **config.model)
-    image_shape = (setting.resolution, setting.resolution, 3)
-    abstract_params = costs.abstract_params(model, setting.resolution)
+    model = get_model(config.model_name, num_classes, **config.model)
+    image_shape = (config.image_size, config.image_size, 3)
+    abstract_params = costs.abstract_params(model, config.image_size)
     tx, schedule = optim.make_optimizer(config, abstract_params)
     create_state = train.make_state_factory(model, tx, config, image_shape)
     abstract_state = jax.eval_shape(create_state, jax.random.key(0))
     state_shardings = sharding.tree_shardings(abstract_state, mesh, config.sharding_rules)
     step = train.jit_train_step(model, tx, schedule, config, mesh, state_shardings)
+    return step, create_state, abstract_state, state_shardings
+
+
+def build_train(setting: Setting, args, mesh) -> CompiledStep:
+    """The trainer's step, jitted exactly as train_and_evaluate jits it."""
+    config = train_config(setting, args)
+    step, create_state, abstract_state, state_shardings = trainer_step(
+        config, args.num_classes, mesh
+    )
+    image_shape = (setting.resolution, setting.resolution, 3)
     data_sharding = sharding.batch_sharding(mesh)
     batch_abstract = {
         "image": jax.ShapeDtypeStruct((setting.batch, *image_shape), jnp.float32),

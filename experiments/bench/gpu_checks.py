@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import optim, sharding
+from vit_jax import bench, sharding
 from vit_jax.models import get_model
 
 RESULTS = []
@@ -76,18 +76,9 @@ def train_losses(name: str, batch: int, resolution: int, steps: int, dtype: str)
     config.model.dtype = dtype
     train.check_config(config)
     mesh = sharding.make_mesh(config.mesh)
-    model = get_model(name, 10, **config.model)
-    image_shape = (resolution, resolution, 3)
-    abstract = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)))["params"]
-    )
-    tx, schedule = optim.make_optimizer(config, abstract)
-    create_state = train.make_state_factory(model, tx, config, image_shape)
-    shardings = sharding.tree_shardings(
-        jax.eval_shape(create_state, jax.random.key(0)), mesh, config.sharding_rules
-    )
+    step, create_state, _, shardings = bench.trainer_step(config, 10, mesh)
     state = jax.jit(create_state, out_shardings=shardings)(jax.random.key(0))
-    step = train.jit_train_step(model, tx, schedule, config, mesh, shardings)
+    image_shape = (resolution, resolution, 3)
     rng = np.random.default_rng(0)
     data = {
         "image": rng.uniform(-1, 1, (batch, *image_shape)).astype(np.float32),
