@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vit_jax import optim, sharding, xla_flags
+from vit_jax import sharding, xla_flags
 from vit_jax.models import costs, get_model, model_kwargs
 from vit_jax.models.vit import ATTENTION_IMPLS
 
@@ -242,40 +242,25 @@ def build_forward(setting: Setting, args, mesh) -> CompiledStep:
     return CompiledStep(run, seconds, _flops(lowered), peak, sizes)
 
 
-def trainer_step(config, num_classes: int, mesh):
-    """The trainer's jitted step for `config` (RGB images), as train_and_evaluate
-    jits it, with its state factory, abstract state and state shardings."""
-    train = _train_module()
-    model = get_model(config.model_name, num_classes, **config.model)
-    image_shape = (config.image_size, config.image_size, 3)
-    abstract_params = costs.abstract_params(model, config.image_size)
-    tx, schedule = optim.make_optimizer(config, abstract_params)
-    create_state = train.make_state_factory(model, tx, config, image_shape)
-    abstract_state = jax.eval_shape(create_state, jax.random.key(0))
-    state_shardings = sharding.tree_shardings(abstract_state, mesh, config.sharding_rules)
-    step = train.jit_train_step(model, tx, schedule, config, mesh, state_shardings)
-    return step, create_state, abstract_state, state_shardings
-
-
 def build_train(setting: Setting, args, mesh) -> CompiledStep:
     """The trainer's step, jitted exactly as train_and_evaluate jits it."""
     config = train_config(setting, args)
-    step, create_state, abstract_state, state_shardings = trainer_step(
-        config, args.num_classes, mesh
-    )
     image_shape = (setting.resolution, setting.resolution, 3)
+    trainer = _train_module().build_trainer(config, args.num_classes, image_shape, mesh)
     data_sharding = sharding.batch_sharding(mesh)
     batch_abstract = {
         "image": jax.ShapeDtypeStruct((setting.batch, *image_shape), jnp.float32),
         "labels": jax.ShapeDtypeStruct((setting.batch, args.num_classes), jnp.float32),
     }
     compiled, lowered, seconds = _compile(
-        step, _abstract(abstract_state, state_shardings), batch_abstract
+        trainer.train_step,
+        _abstract(trainer.abstract_state, trainer.state_shardings),
+        batch_abstract,
     )
     peak, sizes = _memory(compiled)
     if args.compile_only:
         return CompiledStep(None, seconds, _flops(lowered), peak, sizes)
-    holder = {"state": jax.jit(create_state, out_shardings=state_shardings)(jax.random.key(0))}
+    holder = {"state": trainer.init_state(config.seed)}
     labels = np.eye(args.num_classes, dtype=np.float32)[np.arange(setting.batch) % args.num_classes]
     batch = {
         "image": _random_images(setting, data_sharding),

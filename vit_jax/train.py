@@ -12,11 +12,14 @@ the same parameters as one that never stopped. Every config field is listed
 and explained in `default_config()` and in docs/training.md.
 """
 
+import dataclasses
 import difflib
 import math
 import os
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -400,6 +403,56 @@ def make_fewshot_probe(config, eval_batch_size: int):
     return lambda params: fewshot.evaluate(features, params, datasets, shots=config.fewshot_shots)
 
 
+def make_model(config, num_classes: int):
+    """The model `config` trains: the classifier, or its masked-patch variant."""
+    if config.objective == "masked_patch_prediction":
+        return get_masked_patch_model(config.model_name, **config.model)
+    return get_model(config.model_name, num_classes, **config.model)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """A model and a config turned into what the loop runs: the optimizer, the
+    state factory, the state's abstract shapes and shardings, the jitted step.
+    train_and_evaluate, vit_jax.bench and the GPU checks all build it here, so
+    the benchmark times exactly the step that trains."""
+
+    model: Any
+    tx: optax.GradientTransformation
+    schedule: Callable
+    abstract_params: Any
+    abstract_state: TrainState
+    state_shardings: Any
+    create_state: Callable  # rng → TrainState; pure, for eval_shape and jit.
+    train_step: Callable  # (state, batch) → (state, metrics); the state is donated.
+
+    def init_state(self, seed: int) -> TrainState:
+        """A fresh state, each array created where its sharding puts it."""
+        init = jax.jit(self.create_state, out_shardings=self.state_shardings)
+        return init(jax.random.PRNGKey(seed))
+
+
+def build_trainer(config, num_classes: int, image_shape, mesh) -> Trainer:
+    """The Trainer for `config` on images of `image_shape` (H, W, C)."""
+    model = make_model(config, num_classes)
+    # Abstract init: shapes only, so nothing big materialises on one device.
+    abstract_params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0), image_shape))
+    tx, schedule = optim.make_optimizer(config, abstract_params)
+    create_state = make_state_factory(model, tx, config, image_shape)
+    abstract_state = jax.eval_shape(create_state, jax.random.PRNGKey(config.seed))
+    state_shardings = sharding.tree_shardings(abstract_state, mesh, config.sharding_rules)
+    return Trainer(
+        model=model,
+        tx=tx,
+        schedule=schedule,
+        abstract_params=abstract_params,
+        abstract_state=abstract_state,
+        state_shardings=state_shardings,
+        create_state=create_state,
+        train_step=jit_train_step(model, tx, schedule, config, mesh, state_shardings),
+    )
+
+
 def train_and_evaluate(config, workdir: str) -> TrainState:
     """Trains per `config`, resuming from the latest checkpoint in `workdir`;
     returns the final state (also the one saved on preemption)."""
@@ -435,32 +488,21 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     # Native channels; decode's default (RGB) when the dataset's shape varies.
     channels = info.image_shape[-1] if info.image_shape else 3
     image_shape = (config.image_size, config.image_size, channels)
-    if config.objective == "masked_patch_prediction":
-        model = get_masked_patch_model(config.model_name, **config.model)
-    else:
-        model = get_model(config.model_name, info.num_classes, **config.model)
-
-    # Abstract init: shapes only, so nothing big materialises on one device.
-    abstract_params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0), image_shape))
-    tx, schedule = optim.make_optimizer(config, abstract_params)
-    create_state = make_state_factory(model, tx, config, image_shape)
-    abstract_state = jax.eval_shape(create_state, jax.random.PRNGKey(config.seed))
-    state_shardings = sharding.tree_shardings(abstract_state, mesh, config.sharding_rules)
+    trainer = build_trainer(config, info.num_classes, image_shape, mesh)
+    model, abstract_params = trainer.model, trainer.abstract_params
     description = describe_params(config.model_name, dict(config.model), abstract_params)
 
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     if first_step:
         targets = jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            abstract_state,
-            state_shardings,
+            trainer.abstract_state,
+            trainer.state_shardings,
         )
         state = checkpoints.restore(targets, description)
         logging.info("Resumed from %s at step %d.", checkpoints.directory, int(state.step))
     else:
-        state = jax.jit(create_state, out_shardings=state_shardings)(
-            jax.random.PRNGKey(config.seed)
-        )
+        state = trainer.init_state(config.seed)
         if config.pretrained:
             state = _load_pretrained(config, state)
     assert int(state.step) == first_step, (int(state.step), first_step)
@@ -484,7 +526,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     )
 
     batch_sharding = sharding.batch_sharding(mesh)
-    train_step = jit_train_step(model, tx, schedule, config, mesh, state_shardings)
+    train_step = trainer.train_step
     eval_step = jax.jit(make_eval_step(model, config), out_shardings=sharding.replicated(mesh))
     fewshot_probe = make_fewshot_probe(config, eval_batch_size)
     train_batches = data.prefetch_to_device(local_train_batches, config.prefetch, batch_sharding)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import bench, sharding
+from vit_jax import sharding
 from vit_jax.models import get_model
 
 RESULTS = []
@@ -76,9 +76,9 @@ def train_losses(name: str, batch: int, resolution: int, steps: int, dtype: str)
     config.model.dtype = dtype
     train.check_config(config)
     mesh = sharding.make_mesh(config.mesh)
-    step, create_state, _, shardings = bench.trainer_step(config, 10, mesh)
-    state = jax.jit(create_state, out_shardings=shardings)(jax.random.key(0))
     image_shape = (resolution, resolution, 3)
+    trainer = train.build_trainer(config, 10, image_shape, mesh)
+    step, state = trainer.train_step, trainer.init_state(config.seed)
     rng = np.random.default_rng(0)
     data = {
         "image": rng.uniform(-1, 1, (batch, *image_shape)).astype(np.float32),
