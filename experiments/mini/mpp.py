@@ -44,5 +44,5 @@ def run(setting) -> report.StudyResult:
         "Fashion-MNIST (the self-supervised one ignores the labels; 1-channel images give "
         "8 colour classes); fine-tuning and scratch runs, with their learning-rate "
         "sweeps on held-out training digits, as in the transfer study."
-    ) + sweep_notes(tuned)
+    ) + sweep_notes({method: t.held_out_by_lr for method, t in tuned.items()})
     return report.StudyResult(records, summary, table, [plot], notes)

@@ -71,18 +71,21 @@ def digits_run(setting, model, seed: int, label: str, lr: float, pretrained=None
     return accuracy(train(setting, config, f"{label}-lr{lr:g}" + ("-sweep" if sweep else "")))
 
 
+def digits_lr_sweep(setting, model, label: str, pretrained: Trained | None) -> dict:
+    """Held-out digits accuracy by learning rate with the first seed:
+    fine-tuning `pretrained` (SGD grid), or from scratch when it is None."""
+    rates = setting.subset(FINETUNE_LRS if pretrained else SCRATCH_LRS)
+    seed = setting.seeds[0]
+    return {lr: digits_run(setting, model, seed, label, lr, pretrained, sweep=True) for lr in rates}
+
+
 def tuned_on_digits(setting, model, label: str, pretrained: dict | None = None):
     """The learning rate chosen on held-out training digits with the first
     seed, the test accuracy per seed of runs on all training digits with it,
     and the sweep's held-out accuracy per rate. `pretrained` maps seed →
     Trained (fine-tuning); None: from scratch."""
-    rates = setting.subset(FINETUNE_LRS if pretrained else SCRATCH_LRS)
     source = pretrained or {}  # .get(seed) is None: from scratch.
-    first = setting.seeds[0]
-    held_out = {
-        lr: digits_run(setting, model, first, label, lr, source.get(first), sweep=True)
-        for lr in rates
-    }
+    held_out = digits_lr_sweep(setting, model, label, source.get(setting.seeds[0]))
     best = max(held_out, key=held_out.get)
     by_seed = {s: digits_run(setting, model, s, label, best, source.get(s)) for s in setting.seeds}
     return Tuned(best, by_seed, held_out)
@@ -113,13 +116,12 @@ class Tuned:
         ]
 
 
-def sweep_notes(tuned: dict[str, Tuned]) -> str:
-    """The sweeps' held-out accuracies, so that a reader sees the chosen rate
-    is not at the edge of its grid."""
+def sweep_notes(held_out: dict[str, dict[float, float]]) -> str:
+    """The sweeps' held-out accuracies (name → rate → accuracy), so that a
+    reader sees the chosen rate is not at the edge of its grid."""
     sweeps = "; ".join(
-        f"{method}: "
-        + ", ".join(f"{lr:g} → {100 * acc:.1f}" for lr, acc in t.held_out_by_lr.items())
-        for method, t in tuned.items()
+        f"{name}: " + ", ".join(f"{lr:g} → {100 * acc:.1f}" for lr, acc in by_lr.items())
+        for name, by_lr in held_out.items()
     )
     return f" Held-out accuracy (%) by learning rate, first seed — {sweeps}."
 
@@ -157,5 +159,5 @@ def run(setting) -> report.StudyResult:
         f"lr chosen from {list(SCRATCH_LRS)}; each chosen with seed {setting.seeds[0]} on "
         f"{SWEEP_TRAIN} → {SWEEP_HELD_OUT} of the training digits, then run with every seed "
         "on all of them. Probes: ridge on frozen pre-logits, mean of 3 draws."
-    ) + sweep_notes(tuned)
+    ) + sweep_notes({method: t.held_out_by_lr for method, t in tuned.items()})
     return report.StudyResult(records, summary, table, [plot], notes)
