@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from vit_jax import optim, sharding, train
-from vit_jax.models import get_model
+from vit_jax import sharding, train
 
 
 def test_mesh_fills_the_minus_one_axis():
@@ -64,21 +63,10 @@ def _three_steps(mesh_axes, devices):
         dict(total_steps=10, warmup_steps=2, weight_decay=0.1, ema_decay=0.9, accum_steps=2)
     )
     config.model = ml_collections.ConfigDict({"dropout_rate": 0.1})  # RNG paths too.
+    config.model_name = "testing"
     mesh = sharding.make_mesh(mesh_axes, devices)
-    model = get_model("testing", num_classes=10, dropout_rate=0.1)
-    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1))))
-    tx, schedule = optim.make_optimizer(config, abstract["params"])
-    create = train.make_state_factory(model, tx, config, (8, 8, 1))
-    shardings = sharding.tree_shardings(
-        jax.eval_shape(create, jax.random.PRNGKey(0)), mesh, config.sharding_rules
-    )
-    state = jax.jit(create, out_shardings=shardings)(jax.random.PRNGKey(0))
-    step = jax.jit(
-        train.make_train_step(model, tx, schedule, config, mesh),
-        in_shardings=(shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(shardings, sharding.replicated(mesh)),
-        donate_argnums=0,
-    )
+    trainer = train.build_trainer(config, 10, (8, 8, 1), mesh)  # The trainer's own step.
+    state, step = trainer.init_state(0), trainer.train_step
     rng = np.random.default_rng(0)
     for _ in range(3):
         batch = {

@@ -412,14 +412,12 @@ def make_model(config, num_classes: int):
 
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-    """A model and a config turned into what the loop runs: the optimizer, the
-    state factory, the state's abstract shapes and shardings, the jitted step.
+    """A model and a config turned into what the loop runs: the state
+    factory, the state's abstract shapes and shardings, the jitted step.
     train_and_evaluate, vit_jax.bench and the GPU checks all build it here, so
     the benchmark times exactly the step that trains."""
 
     model: Any
-    tx: optax.GradientTransformation
-    schedule: Callable
     abstract_params: Any
     abstract_state: TrainState
     state_shardings: Any
@@ -443,8 +441,6 @@ def build_trainer(config, num_classes: int, image_shape, mesh) -> Trainer:
     state_shardings = sharding.tree_shardings(abstract_state, mesh, config.sharding_rules)
     return Trainer(
         model=model,
-        tx=tx,
-        schedule=schedule,
         abstract_params=abstract_params,
         abstract_state=abstract_state,
         state_shardings=state_shardings,
