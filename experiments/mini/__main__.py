@@ -60,7 +60,7 @@ def run_study(name: str, args, command: str) -> list[str]:
         data_dir=data_dir,
     )
     print(f"[mini] {name}: {module.TITLE}; seeds {setting.seeds}; toy={setting.toy}", flush=True)
-    start = time.perf_counter()
+    start, revision = time.perf_counter(), report.git_revision()  # The code that runs.
     result = module.run(setting)
     paths = report.write(
         setting.out_dir,
@@ -69,6 +69,7 @@ def run_study(name: str, args, command: str) -> list[str]:
         command=command,
         setting=setting,
         seconds=time.perf_counter() - start,
+        revision=revision,
     )
     print(result.table, flush=True)
     minutes = (time.perf_counter() - start) / 60

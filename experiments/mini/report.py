@@ -87,10 +87,14 @@ def line_plot(path, summary, *, x: str, y: str, series: str, xlabel: str, ylabel
         axes.set_xscale("log")
         # Ticks at the measured values, written plainly: a log axis spanning
         # less than a decade otherwise labels its minor ticks on top of each other.
+        # Too many measured values to label: 1-2-5 steps, written the same way.
         ticks = sorted({row[x] for row in summary})
+        axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         if len(ticks) <= 8:
-            axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        else:
+            axes.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda t, _: f"{t:g}"))
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
@@ -160,15 +164,25 @@ def git_revision() -> str:
     return revision + ("+dirty" if dirty else "")
 
 
-def write(out_dir: str, study: str, result: StudyResult, *, command: str, setting, seconds: float):
-    """STUDY.json (everything) and STUDY.md (the table and how it was made)."""
+def write(
+    out_dir: str,
+    study: str,
+    result: StudyResult,
+    *,
+    command: str,
+    setting,
+    seconds: float,
+    revision: str,
+):
+    """STUDY.json (everything) and STUDY.md (the table and how it was made);
+    `revision` is git_revision() when the study started (it may span commits)."""
     os.makedirs(out_dir, exist_ok=True)
     meta = {
         "study": study,
         "command": command,
         "seeds": list(setting.seeds),
         "toy": setting.toy,
-        "git_revision": git_revision(),
+        "git_revision": revision,
         "wall_seconds": round(seconds, 1),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
