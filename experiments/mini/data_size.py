@@ -36,6 +36,9 @@ SIZES = (1_000, 3_000, 10_000, 30_000, 60_000)
 FULL_SIZE = 60_000  # All of Fashion-MNIST's training split.
 TOY_SIZES = (60,)  # The smoke test writes 60 training images.
 STEPS = PRETRAIN_STEPS
+# The transfer study's fine-tuning grid, extended: the BiT ResNet chose its
+# largest rate, 0.3, so the grid goes on until the choice sits inside it.
+FINETUNE_GRID = (*FINETUNE_LRS, 1.0)
 METRICS = {
     "digits_finetuned": "digits fine-tuned",
     "digits_5shot": "5-shot digits",
@@ -72,7 +75,8 @@ def run(setting) -> report.StudyResult:
         # pre-training (as the transfer study does for its ViT), and used at
         # every size: a sweep per size would cost five times as many runs.
         label = f"datasize-{model.label}-digits"
-        held_out = digits_lr_sweep(setting, model, label, pretrained[sizes[-1], setting.seeds[0]])
+        largest = pretrained[sizes[-1], setting.seeds[0]]
+        held_out = digits_lr_sweep(setting, model, label, largest, FINETUNE_GRID)
         lr = max(held_out, key=held_out.get)
         sweeps[model.label] = held_out
         for (size, seed), trained in pretrained.items():
@@ -105,7 +109,7 @@ def run(setting) -> report.StudyResult:
     notes = (
         f"Every model: {STEPS} Adam steps at batch 128 on the subset, whatever its size; "
         f"fine-tuning: {TARGET_STEPS} SGD steps at batch 64 on digits resized to 28 px, "
-        f"at the rate chosen per model from {list(FINETUNE_LRS)} on {SWEEP_TRAIN} → "
+        f"at the rate chosen per model from {list(FINETUNE_GRID)} on {SWEEP_TRAIN} → "
         f"{SWEEP_HELD_OUT} of the training digits, fine-tuning its {FULL_SIZE // 1000}k "
         "pre-training (first seed), then used at every size. "
         "No regularisation sweep per size (the paper tunes weight decay, dropout and label "

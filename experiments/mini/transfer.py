@@ -71,10 +71,11 @@ def digits_run(setting, model, seed: int, label: str, lr: float, pretrained=None
     return accuracy(train(setting, config, f"{label}-lr{lr:g}" + ("-sweep" if sweep else "")))
 
 
-def digits_lr_sweep(setting, model, label: str, pretrained: Trained | None) -> dict:
+def digits_lr_sweep(setting, model, label: str, pretrained: Trained | None, rates=None) -> dict:
     """Held-out digits accuracy by learning rate with the first seed:
-    fine-tuning `pretrained` (SGD grid), or from scratch when it is None."""
-    rates = setting.subset(FINETUNE_LRS if pretrained else SCRATCH_LRS)
+    fine-tuning `pretrained` (default grid FINETUNE_LRS), or from scratch
+    (SCRATCH_LRS) when it is None."""
+    rates = setting.subset(rates or (FINETUNE_LRS if pretrained else SCRATCH_LRS))
     seed = setting.seeds[0]
     return {lr: digits_run(setting, model, seed, label, lr, pretrained, sweep=True) for lr in rates}
 
