@@ -87,12 +87,11 @@ def line_plot(path, summary, *, x: str, y: str, series: str, xlabel: str, ylabel
         axes.set_xscale("log")
         # Ticks at the measured values, written plainly: a log axis spanning
         # less than a decade otherwise labels its minor ticks on top of each other.
-        # Too many measured values to label: 1-2-5 steps, written the same way.
         ticks = sorted({row[x] for row in summary})
         axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         if len(ticks) <= 8:
             axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        else:
+        else:  # Too many values to label: 1-2-5 steps, written the same way.
             axes.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
             axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda t, _: f"{t:g}"))
     axes.set_xlabel(xlabel)
