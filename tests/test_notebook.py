@@ -12,7 +12,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def test_walkthrough_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     notebook = nbformat.read(REPO / "notebooks" / "walkthrough.ipynb", as_version=4)
     # The kernel is a fresh process: one CPU device, as on a laptop.
-    monkeypatch.setenv("XLA_FLAGS", "")
+    flags = os.environ.get("XLA_FLAGS", "").split()  # conftest's, less the device count.
+    monkeypatch.setenv(
+        "XLA_FLAGS", " ".join(f for f in flags if "host_platform_device_count" not in f)
+    )
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("PYTHONPATH", f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     client = NotebookClient(

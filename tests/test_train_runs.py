@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     "--config.log_every=10",
@@ -31,7 +32,9 @@ def main_command(workdir, *overrides):
 
 def subprocess_env(num_devices: int = 1) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    # conftest's flags for the suite, with this run's device count.
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(DEVICE_COUNT_FLAG)]
+    env["XLA_FLAGS"] = " ".join([*flags, f"{DEVICE_COUNT_FLAG}={num_devices}"])
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = REPO
     return env
