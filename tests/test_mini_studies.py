@@ -45,6 +45,8 @@ def test_study_runs_at_toy_size(study, toy_dirs):
     assert result["seeds"] == [0]
     assert result["command"].startswith(f"python -m experiments.mini {study} --toy")
     assert len(result["git_revision"]) >= 40
+    # The progress line's "run k of N": the study ran as many runs as it planned.
+    assert result["runs"]["done"] == result["runs"]["planned"] > 0
     assert result["records"] and result["summary"]
     markdown = open(os.path.join(out_dir, f"{study}.md")).read()
     assert markdown.count("\n|") >= 2  # Header, rule, at least one row.

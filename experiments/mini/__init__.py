@@ -2,7 +2,8 @@
 
     python -m experiments.mini STUDY [--toy] [--seeds=0,1,2] [--out=experiments/results]
 
-Each study is one module with TITLE, CLAIM, DEFAULT_SEEDS and run(setting):
+Each study is one module with TITLE, CLAIM, DEFAULT_SEEDS, planned_runs(setting)
+(how many training runs run(setting) asks for: the progress line's N) and run(setting):
 it builds configs of the project's schema, trains them with
 vit_jax.train.train_and_evaluate, scores them with vit_jax.evaluate (and
 vit_jax.analysis) and returns a report.StudyResult, which __main__ writes as

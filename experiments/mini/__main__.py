@@ -8,6 +8,7 @@ ones. Run from the repository root.
 """
 
 import argparse
+import dataclasses
 import importlib
 import os
 import shlex
@@ -15,7 +16,7 @@ import sys
 import time
 
 from experiments.mini import STUDIES, report
-from experiments.mini.runs import Setting
+from experiments.mini.runs import Progress, Setting
 from experiments.mini.toy_data import write_toy_fashion_mnist
 
 
@@ -59,7 +60,12 @@ def run_study(name: str, args, command: str) -> list[str]:
         work_dir=work_dir,
         data_dir=data_dir,
     )
-    print(f"[mini] {name}: {module.TITLE}; seeds {setting.seeds}; toy={setting.toy}", flush=True)
+    setting = dataclasses.replace(setting, progress=Progress(module.planned_runs(setting)))
+    print(
+        f"[mini] {name}: {module.TITLE}; seeds {setting.seeds}; toy={setting.toy}; "
+        f"{setting.progress.planned} training runs",
+        flush=True,
+    )
     start, revision = time.perf_counter(), report.git_revision()  # The code that runs.
     result = module.run(setting)
     paths = report.write(

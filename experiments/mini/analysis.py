@@ -49,6 +49,10 @@ def _test_images(setting) -> tuple[list[str], np.ndarray]:
     return names, np.asarray(batch["image"])[firsts]
 
 
+def planned_runs(setting) -> int:
+    return 1  # The compute study's largest ViT (reused when that study has run).
+
+
 def run(setting) -> report.StudyResult:
     seed = setting.seeds[0]
     config = pretraining_config(setting, MODEL, seed)

@@ -44,6 +44,11 @@ def _train(setting, classifier: str, lr: float, seed: int):
     )
 
 
+def planned_runs(setting) -> int:
+    """The sweep with the first seed, then the chosen rate with the others."""
+    return len(CLASSIFIERS) * (len(setting.subset(LEARNING_RATES)) + len(setting.seeds) - 1)
+
+
 def run(setting) -> report.StudyResult:
     first, *others = setting.seeds
     rates = setting.subset(LEARNING_RATES)

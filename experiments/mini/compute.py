@@ -62,10 +62,19 @@ def pretraining_petaflops(config) -> float:
     return 1e3 * costs.pretraining_exaflops(flops, images_seen(config))
 
 
+def models(setting):
+    """All sizes; at toy size the smallest of each family."""
+    smallest_of_each = tuple(next(m for m in MODELS if m.family == f) for f in FAMILIES)
+    return setting.pick(MODELS, smallest_of_each)
+
+
+def planned_runs(setting) -> int:
+    return len(models(setting)) * len(setting.seeds)
+
+
 def run(setting) -> report.StudyResult:
     records = []
-    smallest_of_each = tuple(next(m for m in MODELS if m.family == f) for f in FAMILIES)
-    for model in setting.pick(MODELS, smallest_of_each):
+    for model in models(setting):
         for seed in setting.seeds:
             config = pretraining_config(setting, model, seed)
             trained = train(setting, config, f"compute-{model.label}-s{seed}")

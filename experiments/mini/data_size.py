@@ -62,6 +62,12 @@ def pretrained_on_subset(setting, model, size: int, seed: int):
     return train(setting, config, f"datasize-{model.label}-n{size}-s{seed}")
 
 
+def planned_runs(setting) -> int:
+    """Per model: the pre-trainings, the fine-tuning sweep, a fine-tuning of each."""
+    pretrainings = len(setting.pick(SIZES, TOY_SIZES)) * len(setting.seeds)
+    return len(setting.subset(MODELS)) * (2 * pretrainings + len(setting.subset(FINETUNE_GRID)))
+
+
 def run(setting) -> report.StudyResult:
     records, sweeps = [], {}
     sizes = setting.pick(SIZES, TOY_SIZES)

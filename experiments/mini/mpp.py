@@ -6,7 +6,12 @@ against supervised pre-training on Fashion-MNIST."""
 from experiments.mini import report
 from experiments.mini.models import vit
 from experiments.mini.runs import PRETRAIN_STEPS
-from experiments.mini.transfer import pretrained_on_fashion, sweep_notes, tuned_on_digits
+from experiments.mini.transfer import (
+    pretrained_on_fashion,
+    sweep_notes,
+    tuned_on_digits,
+    tuning_runs,
+)
 
 TITLE = "Masked patch prediction (Sec. 4.6)"
 CLAIM = (
@@ -16,6 +21,11 @@ CLAIM = (
 DEFAULT_SEEDS = (0, 1, 2)
 MODEL = vit(64, 4, 4)  # transfer.MODEL: its runs are shared.
 OBJECTIVE = "masked_patch_prediction"
+
+
+def planned_runs(setting) -> int:
+    """Two pre-trainings, then scratch and the two fine-tunings, each tuned."""
+    return 2 * len(setting.seeds) + tuning_runs(setting, False) + 2 * tuning_runs(setting, True)
 
 
 def run(setting) -> report.StudyResult:

@@ -32,6 +32,10 @@ METRICS = {
 }
 
 
+def planned_runs(setting) -> int:
+    return len(setting.subset(KINDS)) * len(setting.seeds)
+
+
 def run(setting) -> report.StudyResult:
     records = []
     for kind in setting.subset(KINDS):

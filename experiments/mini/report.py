@@ -183,6 +183,8 @@ def write(
         "toy": setting.toy,
         "git_revision": revision,
         "wall_seconds": round(seconds, 1),
+        # Training runs: planned, done, and of those reused from earlier invocations.
+        "runs": {k: getattr(setting.progress, k) for k in ("planned", "done", "reused")},
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     json_path = os.path.join(out_dir, f"{study}.json")

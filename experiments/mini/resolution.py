@@ -50,6 +50,11 @@ def with_fresh_posemb(npz: str, path: str, grid: tuple[int, int], seed: int) -> 
     return path
 
 
+def planned_runs(setting) -> int:
+    """Per seed: the pre-training and each fine-tuning variant."""
+    return len(setting.seeds) * (1 + len(VARIANTS))
+
+
 def run(setting) -> report.StudyResult:
     records = []
     patch = setting.model(MODEL).overrides["patch_size"][0]

@@ -20,6 +20,7 @@ from experiments.mini.models import MiniModel, shrink
 from vit_jax import train as trainer
 from vit_jax.evaluate import fewshot
 from vit_jax.evaluate.vtab import test_accuracy
+from vit_jax.train_state import Checkpoints
 
 FASHION_MNIST = "fashion_mnist"
 DIGITS = "digits"
@@ -34,6 +35,36 @@ EVAL_BATCH = 512
 PRETRAIN_STEPS = 600
 
 
+@dataclasses.dataclass
+class Progress:
+    """A study's way through its training runs, for a "run k of N, ETA" line
+    after each. A reused run (finished by an earlier invocation) takes seconds,
+    so the ETA extrapolates from the runs that trained."""
+
+    planned: int  # The study's planned_runs(setting).
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    done: int = 0
+    reused: int = 0
+    reused_seconds: float = 0.0
+
+    def record(self, seconds: float, reused: bool) -> str:
+        self.done += 1
+        if reused:
+            self.reused += 1
+            self.reused_seconds += seconds
+        elapsed = time.perf_counter() - self.started
+        line = (
+            f"run {self.done} of {self.planned} done ({self.reused} reused), "
+            f"{elapsed / 60:.1f} min so far"
+        )
+        left, trained = self.planned - self.done, self.done - self.reused
+        if left > 0 and trained:
+            per_run = (elapsed - self.reused_seconds) / trained  # Scoring included.
+            eta = left * per_run / 60
+            line += f"; ETA {eta:.{1 if eta < 10 else 0}f} min if the other {left} train"
+        return line
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """What one invocation of a study runs at: `toy` swaps every model for its
@@ -44,6 +75,7 @@ class Setting:
     out_dir: str
     work_dir: str
     data_dir: str | None  # Fashion-MNIST IDX folder; None: Debian's folder or TFDS.
+    progress: Progress | None = None  # Set by __main__ once the study is known.
 
     def pick(self, real, toy):
         return toy if self.toy else real
@@ -167,10 +199,16 @@ def train(setting: Setting, config, label: str) -> Trained:
         f"{config.dataset}[{config.train_split}] → {workdir}",
         flush=True,
     )
+    finished = Checkpoints.latest_step_in(os.path.join(workdir, "checkpoints"))
+    reused = finished >= config.total_steps
     start = time.perf_counter()
     state = trainer.train_and_evaluate(config, workdir)
     params = jax.device_get(state.params)
-    return Trained(label, config, workdir, params, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if setting.progress is not None:
+        how = "reused" if reused else f"{seconds:.0f} s"
+        print(f"[mini] {label}: {how}; {setting.progress.record(seconds, reused)}", flush=True)
+    return Trained(label, config, workdir, params, seconds)
 
 
 def accuracy(trained: Trained, split: str | None = None) -> float:

@@ -92,6 +92,11 @@ def tuned_on_digits(setting, model, label: str, pretrained: dict | None = None):
     return Tuned(best, by_seed, held_out)
 
 
+def tuning_runs(setting, fine_tuning: bool) -> int:
+    """The training runs of one tuned_on_digits: its sweep, then each seed."""
+    return len(setting.subset(FINETUNE_LRS if fine_tuning else SCRATCH_LRS)) + len(setting.seeds)
+
+
 def untrained(setting, model, seed: int) -> Trained:
     """The freshly initialised model, for a random-features few-shot baseline."""
     from vit_jax.models import get_model
@@ -125,6 +130,11 @@ def sweep_notes(held_out: dict[str, dict[float, float]]) -> str:
         for name, by_lr in held_out.items()
     )
     return f" Held-out accuracy (%) by learning rate, first seed — {sweeps}."
+
+
+def planned_runs(setting) -> int:
+    """The pre-trainings, then fine-tuning and scratch, each tuned."""
+    return len(setting.seeds) + tuning_runs(setting, True) + tuning_runs(setting, False)
 
 
 def run(setting) -> report.StudyResult:
