@@ -8,7 +8,7 @@ from experiments.mini.models import vit
 from experiments.mini.runs import PRETRAIN_STEPS
 from experiments.mini.transfer import (
     pretrained_on_fashion,
-    sweep_notes,
+    tuned_notes,
     tuned_on_digits,
     tuning_runs,
 )
@@ -54,5 +54,5 @@ def run(setting) -> report.StudyResult:
         "Fashion-MNIST (the self-supervised one ignores the labels; 1-channel images give "
         "8 colour classes); fine-tuning and scratch runs, with their learning-rate "
         "sweeps on held-out training digits, as in the transfer study."
-    ) + sweep_notes({method: t.held_out_by_lr for method, t in tuned.items()})
+    ) + tuned_notes(tuned)
     return report.StudyResult(records, summary, table, [plot], notes)

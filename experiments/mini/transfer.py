@@ -137,6 +137,11 @@ def planned_runs(setting) -> int:
     return len(setting.seeds) + tuning_runs(setting, True) + tuning_runs(setting, False)
 
 
+def tuned_notes(tuned: dict[str, Tuned]) -> str:
+    """sweep_notes of tuned_on_digits' results, by method."""
+    return sweep_notes({method: t.held_out_by_lr for method, t in tuned.items()})
+
+
 def run(setting) -> report.StudyResult:
     pretrained = {
         seed: pretrained_on_fashion(setting, MODEL, seed, f"transfer-fashion-s{seed}")
@@ -170,5 +175,5 @@ def run(setting) -> report.StudyResult:
         f"lr chosen from {list(SCRATCH_LRS)}; each chosen with seed {setting.seeds[0]} on "
         f"{SWEEP_TRAIN} → {SWEEP_HELD_OUT} of the training digits, then run with every seed "
         "on all of them. Probes: ridge on frozen pre-logits, mean of 3 draws."
-    ) + sweep_notes({method: t.held_out_by_lr for method, t in tuned.items()})
+    ) + tuned_notes(tuned)
     return report.StudyResult(records, summary, table, [plot], notes)
