@@ -23,6 +23,7 @@ from experiments.mini.transfer import (
     digits_lr_sweep,
     digits_run,
     sweep_notes,
+    sweep_rates,
 )
 
 TITLE = "Pre-training data size (Fig. 3/4)"
@@ -65,7 +66,8 @@ def pretrained_on_subset(setting, model, size: int, seed: int):
 def planned_runs(setting) -> int:
     """Per model: the pre-trainings, the fine-tuning sweep, a fine-tuning of each."""
     pretrainings = len(setting.pick(SIZES, TOY_SIZES)) * len(setting.seeds)
-    return len(setting.subset(MODELS)) * (2 * pretrainings + len(setting.subset(FINETUNE_GRID)))
+    sweep = len(sweep_rates(setting, True, FINETUNE_GRID))
+    return len(setting.subset(MODELS)) * (2 * pretrainings + sweep)
 
 
 def run(setting) -> report.StudyResult:

@@ -71,11 +71,16 @@ def digits_run(setting, model, seed: int, label: str, lr: float, pretrained=None
     return accuracy(train(setting, config, f"{label}-lr{lr:g}" + ("-sweep" if sweep else "")))
 
 
+def sweep_rates(setting, fine_tuning: bool, rates=None) -> tuple[float, ...]:
+    """The learning rates a digits sweep runs: `rates`, else the method's grid
+    (FINETUNE_LRS, or SCRATCH_LRS from scratch); planned_runs counts them too."""
+    return setting.subset(rates or (FINETUNE_LRS if fine_tuning else SCRATCH_LRS))
+
+
 def digits_lr_sweep(setting, model, label: str, pretrained: Trained | None, rates=None) -> dict:
     """Held-out digits accuracy by learning rate with the first seed:
-    fine-tuning `pretrained` (default grid FINETUNE_LRS), or from scratch
-    (SCRATCH_LRS) when it is None."""
-    rates = setting.subset(rates or (FINETUNE_LRS if pretrained else SCRATCH_LRS))
+    fine-tuning `pretrained`, or from scratch when it is None (sweep_rates)."""
+    rates = sweep_rates(setting, pretrained is not None, rates)
     seed = setting.seeds[0]
     return {lr: digits_run(setting, model, seed, label, lr, pretrained, sweep=True) for lr in rates}
 
@@ -94,7 +99,7 @@ def tuned_on_digits(setting, model, label: str, pretrained: dict | None = None):
 
 def tuning_runs(setting, fine_tuning: bool) -> int:
     """The training runs of one tuned_on_digits: its sweep, then each seed."""
-    return len(setting.subset(FINETUNE_LRS if fine_tuning else SCRATCH_LRS)) + len(setting.seeds)
+    return len(sweep_rates(setting, fine_tuning)) + len(setting.seeds)
 
 
 def untrained(setting, model, seed: int) -> Trained:
