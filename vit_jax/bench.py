@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vit_jax import sharding, xla_flags
+from vit_jax import host_memory, sharding, xla_flags
 from vit_jax.models import costs, get_model, model_kwargs
 from vit_jax.models.vit import ATTENTION_IMPLS
 
@@ -529,8 +529,9 @@ def mesh_peak(dtype: str, mesh) -> float | None:
 # ---------------------------------------------------------------- output
 
 
-def describe_run(peak: dict | None) -> dict:
-    """What every record of this run shares: machine, versions, load, peak."""
+def describe_run(peak: dict | None, host_memory_reuse: bool = False) -> dict:
+    """What every record of this run shares: machine, versions, load, peak,
+    and whether glibc kept freed step buffers for reuse (host_memory.py)."""
     device = jax.devices()[0]
     run = {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -541,6 +542,7 @@ def describe_run(peak: dict | None) -> dict:
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "host_memory_reuse": host_memory_reuse,
         "load_avg_1m_start": os.getloadavg()[0],
     }
     if peak:
@@ -650,6 +652,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--xla_flags", default="", help="extra XLA_FLAGS, e.g. --xla_cpu_use_onednn=true"
     )
+    parser.add_argument(
+        "--host_memory",
+        choices=["reuse", "glibc_default"],
+        default="reuse",
+        help="reuse: keep freed step buffers in the heap, as vit_jax.main does (host_memory.py)",
+    )
     parser.add_argument("--results", default=DEFAULT_RESULTS, help="JSON-lines file to append to")
     parser.add_argument("--timm_worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -670,6 +678,8 @@ def main(argv=None) -> list[dict]:
 
 def run_all(args, worker) -> list[dict]:
     """Every setting of `args`, printed and appended to args.results."""
+    # First: it holds only for threads that have not allocated yet.
+    reuse = args.host_memory == "reuse" and host_memory.reuse_freed_memory()
     if args.simulate_devices:
         flag = f"--xla_force_host_platform_device_count={args.simulate_devices}"
         xla_flags.add(flag, f"--simulate_devices={args.simulate_devices}")
@@ -687,7 +697,7 @@ def run_all(args, worker) -> list[dict]:
         peak = measured_peak(args.matmul_sizes, repeats=3, worker=worker)
         rates = ", ".join(f"{k} {peak[k] / 1e9:.1f}" for k in ("jax", "torch", "peak") if k in peak)
         print(f"  GFLOP/s: {rates} (best size {peak['size']})", flush=True)
-    run = describe_run(peak)
+    run = describe_run(peak, reuse)
     records = []
     settings = itertools.product(args.model, args.batch, args.resolution, args.mode, args.dtype)
     for values in settings:
