@@ -204,9 +204,12 @@ class MultiHeadDotProductAttention(nn.Module):
         if fused:
             out = jax.nn.dot_product_attention(query, key, value, implementation="cudnn")
         else:
-            logits = jnp.einsum("bnqh,bnkh->bnqk", query, key) / jnp.sqrt(head_dim).astype(
-                self.dtype
-            )
+            # q is scaled (B·N·T·h values) before the product, as flax's
+            # attention does, not the logits (B·N·T·T): XLA:CPU otherwise
+            # materialises a (B, N, T, T) constant for the scale. Equal bits
+            # for head_dim 64 (a power-of-two scale); speed level (A/B).
+            query = query / jnp.sqrt(head_dim).astype(self.dtype)
+            logits = jnp.einsum("bnqh,bnkh->bnqk", query, key)
             if bias is not None:
                 logits = logits + bias.astype(logits.dtype)
             weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
