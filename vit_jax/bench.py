@@ -136,6 +136,7 @@ class CompiledStep:
     xla_flops: float  # Of the lowered (global, unpartitioned) step.
     memory_bytes: int | None  # Per device, from XLA's memory analysis.
     memory: dict
+    compiled: object = None  # jax.stages.Compiled, for its HLO (profile_step.py).
 
 
 def _memory(compiled) -> tuple[int | None, dict]:
@@ -239,7 +240,7 @@ def build_forward(setting: Setting, args, mesh) -> CompiledStep:
             out = compiled(params, images)
         out.block_until_ready()
 
-    return CompiledStep(run, seconds, _flops(lowered), peak, sizes)
+    return CompiledStep(run, seconds, _flops(lowered), peak, sizes, compiled)
 
 
 def build_train(setting: Setting, args, mesh) -> CompiledStep:
@@ -274,7 +275,7 @@ def build_train(setting: Setting, args, mesh) -> CompiledStep:
         jax.block_until_ready((state, metrics))
         holder["state"] = state
 
-    return CompiledStep(run, seconds, _flops(lowered), peak, sizes)
+    return CompiledStep(run, seconds, _flops(lowered), peak, sizes, compiled)
 
 
 # ---------------------------------------------------------------- timm's steps
