@@ -35,6 +35,8 @@ def test_forward_and_train_print_and_record_every_field(tmp_path, capsys):
         assert 0 < record["mfu"] and record["achieved_tflops"] > 0
         assert len(record["peak_tflops_rounds"]) == 1  # Re-measured in each timed round.
         assert record["matmul_gflops"]["peak"] >= record["matmul_gflops"]["jax"] > 0
+        # The best of the squares and the model's MLP matmul (8 images × 17 tokens).
+        assert record["matmul_shape"] in ([64, 64, 64], [8 * 17, 16, 32])
         assert record["params"] == costs.count_params(costs.abstract_params(testing_vit, 16))
         assert record["load_avg_1m"] >= 0
     forward, train = records
@@ -92,6 +94,20 @@ def test_mesh_and_spec_peaks_parse():
     assert bench.spec_peak(h100, "bfloat16") == 989e12
     assert bench.spec_peak(types.SimpleNamespace(device_kind="TPU v5 lite"), "bfloat16") == 197e12
     assert bench.spec_peak(types.SimpleNamespace(device_kind="Some new chip"), "float32") is None
+
+
+def test_the_peak_includes_each_vits_own_mlp_matmul():
+    settings = [
+        bench.Setting(model, 8, 224, "train", "float32")
+        for model in ("ViT-B_16", "R50+ViT-B_16", "BiT-R50x1", "ViT-H_14")
+    ]
+    # ViT-B/16 and its hybrid share (8 · 197 tokens, 768, 3072); the ResNet
+    # adds none; ViT-H/14 has 257 tokens of 1280, MLP 5120.
+    assert bench.peak_shapes([1024], settings) == [
+        (1024, 1024, 1024),
+        (8 * 197, 768, 3072),
+        (8 * 257, 1280, 5120),
+    ]
 
 
 def test_bad_settings_fail_before_any_work(tmp_path):
