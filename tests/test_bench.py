@@ -70,6 +70,7 @@ def test_compare_timm_or_names_the_install_target(tmp_path, capsys):
         return
     (record,), _ = run_bench(tmp_path, *flags)
     assert record["timm_images_per_s"] > 0 and record["ratio_vs_timm"] > 0
+    assert record["ratio_vs_timm_rounds"] == [record["ratio_vs_timm"]]  # One round.
     assert record["matmul_gflops"]["torch"] > 0
     assert "ours/timm" in capsys.readouterr().out
 

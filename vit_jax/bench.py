@@ -556,6 +556,7 @@ def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> d
             timm_step_s_rounds=times["timm"],
             timm_images_per_s=setting.batch / statistics.median(times["timm"]),
             ratio_vs_timm=statistics.median(ratios),
+            ratio_vs_timm_rounds=ratios,
         )
     return record
 
@@ -622,7 +623,8 @@ def format_record(record: dict) -> str:
     if "ratio_vs_timm" in record:
         lines.append(
             f"  timm {record['timm_images_per_s']:.2f} img/s | ours/timm "
-            f"{record['ratio_vs_timm']:.3f}"
+            f"{record['ratio_vs_timm']:.3f} (median of rounds "
+            f"{min(record['ratio_vs_timm_rounds']):.3f}-{max(record['ratio_vs_timm_rounds']):.3f})"
         )
     lines.append(f"  load average {record['load_avg_1m_start']:.2f} → {record['load_avg_1m']:.2f}")
     return "\n".join(lines)
