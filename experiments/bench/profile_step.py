@@ -16,12 +16,14 @@ Kinds, from the op's name:
   elementwise  every other fusion (GELU, softmax, LayerNorm, Adam, ...)
 
 Two things to know when reading a trace of XLA:CPU. Some ops run
-asynchronously: Eigen's dots (the MLP weight gradients, whose transposed
-operand YNNPACK does not take) return at once and compute in threads the
-trace does not show; their "end: NAME" marker gives the real end, and this
-script uses it. And ops run concurrently on two cores, so time with several
-ops running is shared evenly between them: the per-op times add up to the
-busy time, not more. `--hlo=NAME` prints the HLO lines that mention an op.
+asynchronously: the dots XLA leaves to Eigen (`dot.N`, `dot_general.N`: the
+MLP weight gradients and the attention's backward, whose transposed operands
+YNNPACK does not take) return at once and compute in threads the trace does
+not show; this script ends them at their "end: NAME" marker instead. And
+ops run concurrently on two cores, so time with several ops running is
+shared evenly between them: the per-op times add up to the busy time, not
+more. Matmul rates (GFLOP/s) are the op's dot FLOPs, read from the HLO, over
+that shared time. `--hlo=NAME` prints the HLO lines that mention an op.
 """
 
 import argparse
@@ -34,6 +36,8 @@ import re
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -52,6 +56,7 @@ def kind(name: str) -> str:
     return "elementwise" if words else "other"
 
 
+EIGEN_DOT = re.compile(r"^dot(_general)?\.\d+$")
 NOT_OPS = ("$", "PjitFunction", "ThunkExecutor", "SlinkyThreadPool", "ThreadpoolListener", "end: ")
 
 
@@ -79,9 +84,13 @@ def thunk_events(trace_dir: str) -> list[dict]:
         if "python" in thread.lower() or event["name"].startswith(NOT_OPS):
             continue
         events.append({**event, "thread": thread})
-    # An op XLA runs asynchronously (Eigen's dots, in threads the trace does
-    # not show) returns at once; its "end: NAME" marker says when it finished.
+    # The dots XLA leaves unfused run on Eigen, asynchronously, in threads
+    # the trace does not show: their event ends at dispatch, and the "end:
+    # NAME" marker, when the executor saw them finish, is the closest bound.
+    # (Other ops' markers can come well after the op's own end event.)
     for event in events:
+        if not EIGEN_DOT.match(event["name"]):
+            continue
         later = [ts for ts in ends.get(event["name"], ()) if ts >= event["ts"]]
         if later:
             event["dur"] = max(event["dur"], min(later) - event["ts"])
@@ -103,6 +112,50 @@ def op_sources(hlo_text: str) -> dict[str, str]:
             op_name = re.sub(r"encoderblock_\d+", "encoderblock_*", op_name)
             sources[name] = f"{shape.split('{')[0]:22s} {op_name}"
     return sources
+
+
+DIMS = re.compile(r"\[([\d,]*)\]")
+DEFINITION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\S+) ([\w-]+)\(([^)]*)\)(.*)$")
+
+
+def _dims(shape: str) -> list[int]:
+    match = DIMS.search(shape)
+    return [int(d) for d in match.group(1).split(",") if d] if match else []
+
+
+def op_flops(hlo_text: str) -> dict[str, float]:
+    """Thunk name → the FLOPs of the matmuls it runs (2·output·contracted
+    size of each dot, inside its fused computation or as a plain dot)."""
+    computations, current, entry = {}, None, None
+    for line in hlo_text.splitlines():
+        if line.endswith("{") and not line.startswith(" "):
+            name = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
+            current = computations.setdefault(name, [])
+            entry = name if line.startswith("ENTRY") else entry
+        elif current is not None and (match := DEFINITION.match(line)):
+            current.append(match.groups())
+
+    def dot_flops(instructions, dots=None) -> float:
+        """Of the dots among `instructions` (or only those named `dots`)."""
+        shapes = {name: shape for name, shape, *_ in instructions}
+        total = 0.0
+        for name, shape, opcode, operands, attributes in instructions:
+            if opcode != "dot" or (dots is not None and name not in dots):
+                continue
+            lhs = _dims(shapes.get(operands.split(",")[0].strip().lstrip("%"), ""))
+            contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", attributes)
+            axes = [int(a) for a in contracting.group(1).split(",") if a] if contracting else []
+            total += 2 * np.prod(_dims(shape)) * np.prod([lhs[a] for a in axes])
+        return total
+
+    flops, thunks = {}, computations.get(entry, [])
+    for name, _, opcode, _, attributes in thunks:  # The entry's ops are the thunks.
+        called = re.search(r"calls=%([^,\s]+)", attributes)
+        if opcode == "dot":  # Eigen's, on the entry's own values.
+            flops[name] = dot_flops(thunks, dots={name})
+        elif opcode == "fusion" and called and called.group(1) in computations:
+            flops[name] = dot_flops(computations[called.group(1)])
+    return {name: f for name, f in flops.items() if f}
 
 
 def shared_time(events: list[dict]) -> tuple[float, float, float, list[float]]:
@@ -191,14 +244,23 @@ def main(argv=None):
             f"{ms(micros):8.1f} {micros / span:6.1%} {counts[name] // args.steps:5d}"
             f"  {kind(name):12s} {name}"
         )
-    sources = op_sources(step.compiled.as_text())
+    hlo = step.compiled.as_text()
+    sources, flops = op_sources(hlo), op_flops(hlo)
     grouped, group_calls = collections.Counter(), collections.Counter()
+    group_flops = collections.Counter()
     for name, micros in totals.items():
         grouped[sources.get(name, name)] += micros
         group_calls[sources.get(name, name)] += counts[name] // args.steps
-    print(f"\nby source op (all blocks together):\n{header}  {'output shape':22s} source")
+        group_flops[sources.get(name, name)] += flops.get(name, 0) * counts[name] / args.steps
+    print(
+        f"\nby source op (all blocks together; GFLOP/s of the matmuls in context):\n"
+        f"{header} {'GFLOP/s':>8}  {'output shape':22s} source"
+    )
     for label, micros in grouped.most_common(args.top):
-        print(f"{ms(micros):8.1f} {micros / span:6.1%} {group_calls[label]:5d}  {label[:150]}")
+        rate = f"{group_flops[label] / ms(micros) / 1e6:8.1f}" if group_flops[label] else " " * 8
+        print(
+            f"{ms(micros):8.1f} {micros / span:6.1%} {group_calls[label]:5d} {rate}  {label[:150]}"
+        )
     if args.hlo:
         for line in step.compiled.as_text().splitlines():
             if args.hlo in line:
