@@ -193,7 +193,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=30, help="ops to list")
     parser.add_argument("--xla_flags", default="")
-    parser.add_argument("--hlo", default="", help="print the HLO lines that define this op name")
+    parser.add_argument("--hlo", default="", help="print the HLO lines that mention this op name")
     return parser.parse_args(argv)
 
 
@@ -261,9 +261,11 @@ def main(argv=None):
         print(
             f"{ms(micros):8.1f} {micros / span:6.1%} {group_calls[label]:5d} {rate}  {label[:150]}"
         )
+    print(f"\nThe trace: {trace_dir} (TensorBoard's profile plugin or Perfetto opens it).")
     if args.hlo:
-        for line in step.compiled.as_text().splitlines():
-            if args.hlo in line:
+        mention = re.compile(rf"%{re.escape(args.hlo)}(?![\w.])")  # Not ynn_fusion.12 for .1
+        for line in hlo.splitlines():
+            if mention.search(line):
                 print(line.strip()[:400])
 
 
