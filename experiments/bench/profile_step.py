@@ -97,25 +97,38 @@ def thunk_events(trace_dir: str) -> list[dict]:
     return events
 
 
-INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%(\S+) = (\S+) .*?op_name="([^"]*)"')
+DIMS = re.compile(r"\[([\d,]*)\]")
+# One HLO instruction: name, shape (an array or a tuple), opcode, operands, the
+# rest (attributes, metadata).
+DEFINITION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\([^()]*\)|\S+) ([\w-]+)\(([^)]*)\)(.*)$")
+
+
+def parse_hlo(hlo_text: str) -> tuple[dict[str, list[tuple]], str | None]:
+    """Computation name → its instructions (DEFINITION's groups), and the
+    entry computation's name: the entry's instructions are the thunks."""
+    computations, current, entry = {}, None, None
+    for line in hlo_text.splitlines():
+        if line.endswith("{") and not line.startswith(" "):
+            name = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
+            current = computations.setdefault(name, [])
+            entry = name if line.startswith("ENTRY") else entry
+        elif current is not None and (match := DEFINITION.match(line)):
+            current.append(match.groups())
+    return computations, entry
 
 
 def op_sources(hlo_text: str) -> dict[str, str]:
     """Thunk name → "output shape  source op", the source with the jit prefix
     and the block index dropped, so the twelve blocks' ops add up together."""
+    computations, entry = parse_hlo(hlo_text)
     sources = {}
-    for line in hlo_text.splitlines():
-        match = INSTRUCTION.match(line)
-        if match:
-            name, shape, op_name = match.groups()
-            op_name = re.sub(r"^jit\([^)]*\)/", "", op_name)
-            op_name = re.sub(r"encoderblock_\d+", "encoderblock_*", op_name)
-            sources[name] = f"{shape.split('{')[0]:22s} {op_name}"
+    for name, shape, _, _, attributes in computations.get(entry, []):
+        op_name = re.search(r'op_name="([^"]*)"', attributes)
+        if op_name:
+            source = re.sub(r"^jit\([^)]*\)/", "", op_name.group(1))
+            source = re.sub(r"encoderblock_\d+", "encoderblock_*", source)
+            sources[name] = f"{shape.split('{')[0]:22s} {source}"
     return sources
-
-
-DIMS = re.compile(r"\[([\d,]*)\]")
-DEFINITION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\S+) ([\w-]+)\(([^)]*)\)(.*)$")
 
 
 def _dims(shape: str) -> list[int]:
@@ -126,14 +139,7 @@ def _dims(shape: str) -> list[int]:
 def op_flops(hlo_text: str) -> dict[str, float]:
     """Thunk name → the FLOPs of the matmuls it runs (2·output·contracted
     size of each dot, inside its fused computation or as a plain dot)."""
-    computations, current, entry = {}, None, None
-    for line in hlo_text.splitlines():
-        if line.endswith("{") and not line.startswith(" "):
-            name = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
-            current = computations.setdefault(name, [])
-            entry = name if line.startswith("ENTRY") else entry
-        elif current is not None and (match := DEFINITION.match(line)):
-            current.append(match.groups())
+    computations, entry = parse_hlo(hlo_text)
 
     def dot_flops(instructions, dots=None) -> float:
         """Of the dots among `instructions` (or only those named `dots`)."""
@@ -205,9 +211,7 @@ def main(argv=None):
     xla_flags.prefer_memory_scheduling_on_cpu()
     import jax
 
-    bench_args = bench.parse_args(
-        ["--mesh=data:-1,fsdp:1", f"--model={args.model}", "--num_classes=1000"]
-    )
+    bench_args = bench.parse_args(["--mesh=data:-1,fsdp:1", "--num_classes=1000"])
     setting = bench.Setting(args.model, args.batch, args.resolution, args.mode, args.dtype)
     mesh = sharding.make_mesh(bench.parse_mesh(bench_args.mesh))
     build = bench.build_train if args.mode == "train" else bench.build_forward
