@@ -6,10 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference_numpy as ref
+from scipy.special import erf
 
 from vit_jax.models import MODEL_NAMES, get_model
 from vit_jax.models.costs import abstract_params, count_params, forward_flops
 from vit_jax.models.resnet import ResNetSpec, hybrid_stem
+from vit_jax.models.vit import exact_gelu
 
 # Exact counts with a 1000-class head, no pre-logits, 224 px (PAPER.md §1 and
 # the issue); the paper's 86M/307M/632M are rounded.
@@ -178,6 +180,25 @@ def test_initialisation_follows_the_official_code():
     kernel = params["Transformer"]["encoderblock_0"]["MlpBlock_0"]["Dense_0"]["kernel"]
     limit = np.sqrt(6 / (384 + 1536))  # Xavier-uniform bound.
     assert float(jnp.abs(kernel).max()) <= limit and float(jnp.abs(kernel).max()) > 0.9 * limit
+
+
+def test_exact_gelu_is_the_normal_cdf_form_to_float32_rounding():
+    x = np.linspace(-12, 12, 200_001)
+    expected = ref.gelu(x)  # float64
+    ours = np.asarray(exact_gelu(jnp.asarray(x, jnp.float32)), np.float64)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=2e-6)
+    # Level with jax.nn.gelu's erfc form, which it replaces for speed.
+    erfc_form = np.asarray(jax.nn.gelu(jnp.asarray(x, jnp.float32), approximate=False))
+    np.testing.assert_allclose(ours, erfc_form, rtol=0, atol=2e-6)
+    # 16-bit inputs: evaluated in float32, so only the output is rounded.
+    half = exact_gelu(jnp.asarray(x, jnp.bfloat16))
+    assert half.dtype == jnp.bfloat16
+    rounded = np.asarray(jnp.asarray(expected, jnp.bfloat16), np.float64)
+    np.testing.assert_allclose(np.asarray(half, np.float64), rounded, rtol=0, atol=0.07)
+    # The gradient (autodiff through erf) is Φ(x) + x·φ(x).
+    grad = np.asarray(jax.vmap(jax.grad(exact_gelu))(jnp.asarray(x, jnp.float32)), np.float64)
+    pdf = np.exp(-(x**2) / 2) / np.sqrt(2 * np.pi)
+    np.testing.assert_allclose(grad, 0.5 * (1 + erf(x / np.sqrt(2))) + x * pdf, rtol=0, atol=3e-6)
 
 
 def test_bfloat16_compute_keeps_float32_parameters():

@@ -221,6 +221,22 @@ class MultiHeadDotProductAttention(nn.Module):
         return HeadMerge(hidden, head_major=not fused, dtype=self.dtype, name="out")(out)
 
 
+def exact_gelu(x):
+    """x·Φ(x), Φ the standard normal CDF, as 0.5·x·(1 + erf(x/√2)) (timm's form).
+
+    jax.nn.gelu(approximate=False) evaluates Φ through erfc(-x/√2), which
+    XLA:CPU computes about 4× slower than erf (5.4 against 1.4 ms on a
+    1576 × 3072 activation: ≈ 4% of a ViT-B/16 forward). The two agree to
+    float32 rounding (max 1.1e-6 from the float64 value over [-12, 12], as
+    PyTorch's own float32 GELU); erfc only gains relative accuracy in the
+    far negative tail, where GELU is ≈ 0 anyway. 16-bit inputs are evaluated
+    in float32, where 1 + erf does not lose the tail to rounding.
+    """
+    compute = jnp.promote_types(x.dtype, jnp.float32)
+    y = x.astype(compute)
+    return (0.5 * y * (1.0 + jax.lax.erf(y * np.sqrt(0.5).astype(compute)))).astype(x.dtype)
+
+
 class MlpBlock(nn.Module):
     """Dense(mlp_dim) → GELU → Dense(D), dropout after each Dense."""
 
@@ -233,7 +249,7 @@ class MlpBlock(nn.Module):
         dense = lambda features: nn.Dense(  # noqa: E731
             features, dtype=self.dtype, kernel_init=xavier_uniform, bias_init=tiny_normal
         )
-        y = nn.gelu(dense(self.mlp_dim)(x), approximate=False)
+        y = exact_gelu(dense(self.mlp_dim)(x))
         y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
         y = dense(x.shape[-1])(y)
         return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
