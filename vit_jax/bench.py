@@ -47,8 +47,8 @@ import ml_collections
 import numpy as np
 
 from vit_jax import host_memory, sharding, xla_flags
-from vit_jax.models import costs, get_model, model_kwargs
-from vit_jax.models.vit import ATTENTION_IMPLS
+from vit_jax.models import costs, get_model, mkl_matmul, model_kwargs
+from vit_jax.models.vit import ATTENTION_IMPLS, MATMUL_IMPLS
 
 MODES = ("forward", "train")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -87,13 +87,14 @@ class Setting:
 Shape = tuple[int, int, int]  # A matmul (m, k) @ (k, n) as (m, k, n).
 
 
-def jax_matmul_rate(shape: Shape, repeats: int) -> float:
-    """Best FLOP/s of a jitted float32 (m × k) @ (k × n) matmul."""
+def jax_matmul_rate(shape: Shape, repeats: int, matmul_impl: str = "xla") -> float:
+    """Best FLOP/s of a jitted float32 (m × k) @ (k × n) matmul: XLA's dot,
+    or the MKL custom call of matmul_impl="mkl"."""
     m, k, n = shape
     rng = np.random.default_rng(0)
     a = jax.device_put(rng.standard_normal((m, k), np.float32))
     b = jax.device_put(rng.standard_normal((k, n), np.float32))
-    matmul = jax.jit(jnp.matmul)
+    matmul = jax.jit(mkl_matmul.matmul if matmul_impl == "mkl" else jnp.matmul)
     matmul(a, b).block_until_ready()
     best = min(_seconds(lambda: matmul(a, b).block_until_ready()) for _ in range(repeats))
     return 2 * m * k * n / best
@@ -140,13 +141,16 @@ def peak_shapes(sizes, settings) -> list[Shape]:
     return shapes
 
 
-def measured_peak(shapes, repeats: int, worker: "TimmWorker | None") -> dict:
-    """{'jax': best FLOP/s, 'torch': ..., 'peak': the larger, 'shape': the
-    (m, k, n) of JAX's best}: the CPU's attainable f32 rate. PyTorch's is
-    measured in the timm worker."""
+def measured_peak(shapes, repeats: int, worker: "TimmWorker | None", mkl: bool = False) -> dict:
+    """{'jax': best FLOP/s, 'torch': ..., 'mkl': ..., 'peak': the largest,
+    'shape': the (m, k, n) of JAX's best}: the CPU's attainable f32 rate.
+    PyTorch's is measured in the timm worker; MKL's custom call (`mkl`, for
+    --matmul_impl=mkl) in this process."""
     jax_rates = {tuple(shape): jax_matmul_rate(shape, repeats) for shape in shapes}
     shape = max(jax_rates, key=jax_rates.get)
     rates = {"jax": jax_rates[shape]}
+    if mkl:
+        rates["mkl"] = max(jax_matmul_rate(s, repeats, "mkl") for s in shapes)
     if worker is not None:
         reply = worker.request(op="matmul", shapes=[list(s) for s in shapes], repeats=repeats)
         rates["torch"] = reply["flops"]
@@ -188,10 +192,11 @@ def _memory(compiled) -> tuple[int | None, dict]:
 
 
 def _flops(lowered) -> float:
+    """XLA's FLOP count of the step, plus the MKL custom calls' it cannot see."""
     analysis = lowered.cost_analysis()
     if isinstance(analysis, list | tuple):  # Older JAX: one dict per computation.
         analysis = analysis[0]
-    return float(analysis["flops"])
+    return float(analysis["flops"]) + mkl_matmul.custom_call_flops(lowered.as_text())
 
 
 def _compile(jitted, *abstract_args):
@@ -240,9 +245,12 @@ def train_config(setting: Setting, args) -> ml_collections.ConfigDict:
 
 
 def _attention_override(args) -> dict:
-    """--attention_impl as a model option; "auto" is every model's default
-    (and the only value the ResNets, which have no attention, accept)."""
-    return {} if args.attention_impl == "auto" else {"attention_impl": args.attention_impl}
+    """--attention_impl and --matmul_impl as model options; "auto" and "xla"
+    are every model's defaults (and the only values the ResNets accept)."""
+    overrides = {} if args.attention_impl == "auto" else {"attention_impl": args.attention_impl}
+    if args.matmul_impl != "xla":
+        overrides["matmul_impl"] = args.matmul_impl
+    return overrides
 
 
 def build_forward(setting: Setting, args, mesh) -> CompiledStep:
@@ -505,6 +513,7 @@ def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> d
         "mesh": args.mesh,
         "remat": args.remat,
         "attention_impl": args.attention_impl,
+        "matmul_impl": args.matmul_impl,
         "params": num_params,
         "compile_s": ours.compile_seconds,
         "xla_flops_per_step": ours.xla_flops,
@@ -526,7 +535,8 @@ def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> d
     # both see the same load; on GPU/TPU it is the spec sheet's.
     probe = None
     if peak is not None:
-        probe = lambda: measured_peak([peak["shape"]], 1, worker)["peak"]  # noqa: E731
+        mkl = args.matmul_impl == "mkl"
+        probe = lambda: measured_peak([peak["shape"]], 1, worker, mkl)["peak"]  # noqa: E731
     times, round_peaks = time_interleaved(runners, args.rounds, args.iters, probe)
     if not round_peaks:
         round_peaks = [mesh_peak(setting.dtype, mesh)] * args.rounds
@@ -598,6 +608,7 @@ def format_record(record: dict) -> str:
         f"{record['model']} {record['mode']} batch {record['batch']} @{record['resolution']} "
         f"{record['dtype']} mesh {record['mesh']}{' remat' if record['remat'] else ''}"
         + (f" attention {record['attention_impl']}" if record["attention_impl"] != "auto" else "")
+        + (f" matmul {record['matmul_impl']}" if record.get("matmul_impl", "xla") != "xla" else "")
     )
     memory = record["memory_bytes_per_device"]
     lines = [
@@ -677,6 +688,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="auto",
         help="auto: cuDNN's fused kernel for 16-bit on GPU, else the explicit softmax",
     )
+    parser.add_argument(
+        "--matmul_impl",
+        choices=MATMUL_IMPLS,
+        default="xla",
+        help="mkl: the dense layers' float32 matmuls through Intel MKL on the CPU (one device)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median is kept)")
     parser.add_argument("--iters", type=int, default=2, help="steps per round and runner")
     parser.add_argument(
@@ -747,8 +764,9 @@ def run_all(args, worker) -> list[dict]:
         shapes = peak_shapes(args.matmul_sizes, settings)
         names = ", ".join("x".join(map(str, shape)) for shape in shapes)
         print(f"Measuring the f32 matmul peak (m x k x n: {names})...", flush=True)
-        peak = measured_peak(shapes, repeats=3, worker=worker)
-        rates = ", ".join(f"{k} {peak[k] / 1e9:.1f}" for k in ("jax", "torch", "peak") if k in peak)
+        peak = measured_peak(shapes, repeats=3, worker=worker, mkl=args.matmul_impl == "mkl")
+        names = ("jax", "mkl", "torch", "peak")
+        rates = ", ".join(f"{k} {peak[k] / 1e9:.1f}" for k in names if k in peak)
         best = "x".join(map(str, peak["shape"]))
         print(f"  GFLOP/s: {rates} (JAX's best at {best})", flush=True)
     run = describe_run(peak, reuse)

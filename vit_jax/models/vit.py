@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax.models import mkl_matmul
 from vit_jax.models.resnet import ResNetSpec, hybrid_stem
 
 Dtype = Any
@@ -28,6 +29,9 @@ CLASSIFIERS = ("token", "gap")
 # "auto": cuDNN's fused kernel where it serves (16-bit on GPU), else the
 # explicit softmax; "explicit" and "cudnn" force one (benchmarks, workarounds).
 ATTENTION_IMPLS = ("auto", "explicit", "cudnn")
+# The dense layers' matmuls: XLA's dot, or Intel MKL through a custom call on
+# the CPU (float32, one device; mkl_matmul.py says when it is faster).
+MATMUL_IMPLS = ("xla", "mkl")
 
 xavier_uniform = nn.initializers.xavier_uniform()
 tiny_normal = nn.initializers.normal(stddev=1e-6)  # Official bias init of the MLP.
@@ -134,6 +138,7 @@ class HeadProjection(nn.Module):
     head_dim: int
     head_major: bool
     dtype: Dtype = jnp.float32
+    matmul_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x):
@@ -141,6 +146,10 @@ class HeadProjection(nn.Module):
         kernel = self.param("kernel", _dense_general_kernel_init(1), shape)
         bias = self.param("bias", nn.initializers.zeros, shape[1:])
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if mkl_matmul.wanted(self.matmul_impl, self.dtype):
+            y = mkl_matmul.matmul(x, kernel.reshape(shape[0], -1)).reshape(*x.shape[:2], *shape[1:])
+            y = y + bias
+            return y.transpose(0, 2, 1, 3) if self.head_major else y
         if self.head_major:
             return jnp.einsum("btd,dnh->bnth", x, kernel) + bias[:, None, :]
         return jnp.einsum("btd,dnh->btnh", x, kernel) + bias
@@ -153,6 +162,7 @@ class HeadMerge(nn.Module):
     features: int
     head_major: bool
     dtype: Dtype = jnp.float32
+    matmul_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x):
@@ -161,6 +171,10 @@ class HeadMerge(nn.Module):
         kernel = self.param("kernel", _dense_general_kernel_init(2), shape)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if mkl_matmul.wanted(self.matmul_impl, self.dtype):
+            x = x.transpose(0, 2, 1, 3) if self.head_major else x  # (B, T, heads, head_dim)
+            x = x.reshape(*x.shape[:2], heads * head_dim)
+            return mkl_matmul.matmul(x, kernel.reshape(heads * head_dim, -1)) + bias
         spec = "bnth,nhd->btd" if self.head_major else "btnh,nhd->btd"
         return jnp.einsum(spec, x, kernel) + bias
 
@@ -179,6 +193,7 @@ class MultiHeadDotProductAttention(nn.Module):
     dtype: Dtype = jnp.float32
     dropout_rate: float = 0.0
     attention_impl: str = "auto"
+    matmul_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, *, deterministic: bool, bias=None):
@@ -198,7 +213,12 @@ class MultiHeadDotProductAttention(nn.Module):
         # The fused kernel has no maps to show, and no dropout or bias here.
         fused = wanted and not (wants_maps or uses_dropout or bias is not None)
         project = lambda name: HeadProjection(  # noqa: E731
-            self.num_heads, head_dim, head_major=not fused, dtype=self.dtype, name=name
+            self.num_heads,
+            head_dim,
+            head_major=not fused,
+            dtype=self.dtype,
+            matmul_impl=self.matmul_impl,
+            name=name,
         )
         query, key, value = project("query")(x), project("key")(x), project("value")(x)
         if fused:
@@ -218,7 +238,9 @@ class MultiHeadDotProductAttention(nn.Module):
             if uses_dropout:
                 weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
             out = jnp.einsum("bnqk,bnkh->bnqh", weights, value)
-        return HeadMerge(hidden, head_major=not fused, dtype=self.dtype, name="out")(out)
+        return HeadMerge(
+            hidden, not fused, dtype=self.dtype, matmul_impl=self.matmul_impl, name="out"
+        )(out)
 
 
 def exact_gelu(x):
@@ -243,11 +265,17 @@ class MlpBlock(nn.Module):
     mlp_dim: int
     dtype: Dtype = jnp.float32
     dropout_rate: float = 0.0
+    matmul_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, *, deterministic: bool):
+        mkl = mkl_matmul.wanted(self.matmul_impl, self.dtype)
         dense = lambda features: nn.Dense(  # noqa: E731
-            features, dtype=self.dtype, kernel_init=xavier_uniform, bias_init=tiny_normal
+            features,
+            dtype=self.dtype,
+            kernel_init=xavier_uniform,
+            bias_init=tiny_normal,
+            dot_general=mkl_matmul.dot_general if mkl else None,
         )
         y = exact_gelu(dense(self.mlp_dim)(x))
         y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
@@ -265,6 +293,7 @@ class Encoder1DBlock(nn.Module):
     attention_dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
     attention_impl: str = "auto"
+    matmul_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, deterministic: bool, attention_bias=None):
@@ -278,13 +307,18 @@ class Encoder1DBlock(nn.Module):
             dtype=self.dtype,
             dropout_rate=self.attention_dropout_rate,
             attention_impl=self.attention_impl,
+            matmul_impl=self.matmul_impl,
             name="MultiHeadDotProductAttention_0",
         )(y, deterministic=deterministic, bias=attention_bias)
         y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
         x = x + drop_path(y)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype, name="LayerNorm_1")(x)
         y = MlpBlock(
-            self.mlp_dim, dtype=self.dtype, dropout_rate=self.dropout_rate, name="MlpBlock_0"
+            self.mlp_dim,
+            dtype=self.dtype,
+            dropout_rate=self.dropout_rate,
+            matmul_impl=self.matmul_impl,
+            name="MlpBlock_0",
         )(y, deterministic=deterministic)
         return x + drop_path(y)
 
@@ -304,6 +338,7 @@ class Encoder(nn.Module):
     stochastic_depth: float = 0.0
     remat: bool = False
     attention_impl: str = "auto"
+    matmul_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -326,6 +361,7 @@ class Encoder(nn.Module):
                 # Linear in depth, as timm and big_vision do; 0 is the paper.
                 drop_path_rate=self.stochastic_depth * i / max(self.num_layers - 1, 1),
                 attention_impl=self.attention_impl,
+                matmul_impl=self.matmul_impl,
                 name=f"encoderblock_{i}",
             )(x, not train, bias)
         return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
@@ -355,10 +391,13 @@ class VisionTransformer(nn.Module):
     remat: bool = False
     head_bias_init: float = 0.0
     attention_impl: str = "auto"  # One of ATTENTION_IMPLS.
+    matmul_impl: str = "xla"  # One of MATMUL_IMPLS.
 
     def setup_checks(self, images):
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier={self.classifier!r}; choose one of {CLASSIFIERS}.")
+        if self.matmul_impl not in MATMUL_IMPLS:
+            raise ValueError(f"matmul_impl={self.matmul_impl!r}; choose one of {MATMUL_IMPLS}.")
         if self.posemb not in POSEMB_KINDS:
             raise ValueError(f"posemb={self.posemb!r}; choose one of {POSEMB_KINDS}.")
         if images.ndim != 4:
@@ -422,6 +461,7 @@ class VisionTransformer(nn.Module):
             stochastic_depth=self.stochastic_depth,
             remat=self.remat,
             attention_impl=self.attention_impl,
+            matmul_impl=self.matmul_impl,
             name="Transformer",
         )(tokens, train=train)
 

@@ -1,0 +1,174 @@
+"""The ViT's dense-layer matmuls through Intel MKL on the CPU (`matmul_impl="mkl"`).
+
+Why: on Intel CPUs, XLA:CPU's own GEMM (YNNPACK, or Eigen for operands it
+must transpose) runs the ViT-B/16 shapes at 250-300 GFLOP/s in a step where
+MKL, which PyTorch and so timm use, runs them at 330-345
+(docs/performance.md). This module compiles a one-function XLA FFI custom
+call (mkl_gemm.cc: `cblas_sgemm` with transpose flags) against the MKL of
+the `mkl` pip package, registers it for the CPU platform and offers
+`matmul(x, w)` with a custom VJP whose three products (x·W, dy·Wᵀ, xᵀ·dy)
+each are one MKL call, transposes included, so no layout copies.
+
+Scope: float32 on the CPU backend; other dtypes and backends keep XLA's dot
+(`wanted`). The custom call is not partitioned by XLA's SPMD partitioner, so
+it is for single-device CPU runs (the trainer refuses it on a larger mesh).
+On AMD CPUs MKL is no faster than YNNPACK (measured 1.75× slower on one
+AVX-512 EPYC), which is why it is opt-in rather than the default.
+
+The library is built once per source/jaxlib/MKL combination with the system
+C++ compiler into $VIT_JAX_CACHE (default ~/.cache/vit_jax) and reused.
+"""
+
+import ctypes
+import functools
+import glob
+import hashlib
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+
+SOURCE = pathlib.Path(__file__).with_name("mkl_gemm.cc")
+TARGET = "vit_jax_mkl_gemm"
+INSTALL_HINT = "install Intel MKL with `pip install mkl==2026.2.1` (requirements.txt pins it)"
+
+
+def wanted(matmul_impl: str, dtype) -> bool:
+    """Whether this matmul goes through MKL: asked for, float32, on the CPU."""
+    return (
+        matmul_impl == "mkl" and jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
+    )
+
+
+def find_mkl_runtime() -> pathlib.Path:
+    """libmkl_rt.so.N of the `mkl` wheel (in the environment's lib/), or on
+    LD_LIBRARY_PATH."""
+    dirs = [os.path.join(sys.prefix, "lib"), *os.environ.get("LD_LIBRARY_PATH", "").split(":")]
+    for directory in filter(None, dirs):
+        found = sorted(glob.glob(os.path.join(directory, "libmkl_rt.so.*")))
+        if found:
+            return pathlib.Path(found[-1])
+    raise RuntimeError(
+        f"matmul_impl='mkl' needs Intel MKL's libmkl_rt, not found in {dirs}: "
+        f"{INSTALL_HINT}, or use matmul_impl='xla'."
+    )
+
+
+def _cache_dir() -> pathlib.Path:
+    default = os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "vit_jax")
+    return pathlib.Path(os.environ.get("VIT_JAX_CACHE", default)).expanduser()
+
+
+def build(runtime: pathlib.Path) -> pathlib.Path:
+    """The compiled custom call, built on first use (atomic: parallel test
+    workers may race to build it)."""
+    key = hashlib.sha256(
+        SOURCE.read_bytes() + jaxlib.__version__.encode() + str(runtime).encode()
+    ).hexdigest()[:16]
+    library = _cache_dir() / f"mkl_gemm-{key}.so"
+    if library.exists():
+        return library
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        raise RuntimeError(
+            "matmul_impl='mkl' compiles a small C++ custom call: install a C++ "
+            "compiler (Debian: apt install g++), or use matmul_impl='xla'."
+        )
+    library.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=library.parent, suffix=".so", delete=False) as tmp:
+        partial = tmp.name
+    command = [
+        compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+        f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", partial,
+        f"-L{runtime.parent}", f"-l:{runtime.name}", f"-Wl,-rpath,{runtime.parent}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        os.unlink(partial)
+        raise RuntimeError(
+            f"building the MKL custom call failed:\n{' '.join(command)}\n{result.stderr}"
+        )
+    os.replace(partial, library)
+    return library
+
+
+@functools.cache
+def load() -> pathlib.Path:
+    """Builds (once) and registers the custom call; returns the library."""
+    runtime = find_mkl_runtime()
+    # GNU OpenMP threads (the system's libgomp) rather than Intel's: set
+    # before MKL's first call, which is when it reads it.
+    os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
+    library = build(runtime)
+    handler = ctypes.cdll.LoadLibrary(str(library)).VitJaxMklGemm
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    return library
+
+
+def gemm(a, b, *, transpose_a: bool = False, transpose_b: bool = False):
+    """op(a) · op(b) for rank-2 float32 arrays, one MKL call."""
+    load()
+    m = a.shape[1] if transpose_a else a.shape[0]
+    n = b.shape[0] if transpose_b else b.shape[1]
+    result = jax.ShapeDtypeStruct((m, n), jnp.float32)
+    return jax.ffi.ffi_call(TARGET, result)(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+
+
+@jax.custom_vjp
+def _matmul_2d(x, w):
+    return gemm(x, w)
+
+
+def _matmul_2d_forward(x, w):
+    return gemm(x, w), (x, w)
+
+
+def _matmul_2d_backward(residuals, dy):
+    x, w = residuals
+    return gemm(dy, w, transpose_b=True), gemm(x, dy, transpose_a=True)
+
+
+_matmul_2d.defvjp(_matmul_2d_forward, _matmul_2d_backward)
+
+
+def matmul(x, w):
+    """x (..., K) · w (K, N) → (..., N) in MKL, differentiable."""
+    if x.dtype != jnp.float32 or w.dtype != jnp.float32:
+        raise TypeError(f"the MKL matmul is float32 only, got {x.dtype} and {w.dtype}.")
+    flat = _matmul_2d(x.reshape(-1, x.shape[-1]), w)
+    return flat.reshape(*x.shape[:-1], w.shape[-1])
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """lax.dot_general for nn.Dense(dot_general=...): a plain (..., K)·(K, N)
+    contraction goes to MKL, anything else to XLA."""
+    (lhs_contract, rhs_contract), batch = dimension_numbers
+    plain = tuple(lhs_contract) == (lhs.ndim - 1,) and tuple(rhs_contract) == (0,) and rhs.ndim == 2
+    if plain and not batch[0] and lhs.dtype == rhs.dtype == jnp.float32:
+        return matmul(lhs, rhs)
+    return jax.lax.dot_general(
+        lhs, rhs, dimension_numbers, precision, preferred_element_type=preferred_element_type
+    )
+
+
+_CALL = re.compile(
+    rf"custom_call @{TARGET}\(.*transpose_a = (true|false).*"
+    r":\s*\(tensor<(\d+)x(\d+)xf32>, tensor<\d+x\d+xf32>\) -> tensor<(\d+)x(\d+)xf32>"
+)
+
+
+def custom_call_flops(stablehlo_text: str) -> float:
+    """FLOPs of the MKL calls in a lowered computation's text, which XLA's
+    cost analysis counts as zero (it cannot see into a custom call)."""
+    total = 0
+    for transpose_a, a_rows, a_cols, m, n in _CALL.findall(stablehlo_text):
+        k = int(a_rows) if transpose_a == "true" else int(a_cols)
+        total += 2 * int(m) * int(n) * k
+    return float(total)
