@@ -70,7 +70,36 @@ def test_vit_with_mkl_matmuls_equals_xla_and_keeps_the_tree():
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
     # Every dense layer of the encoder went to MKL: 6 per block forward.
     forward = jax.jit(lambda p: mkl_model.apply({"params": p}, images)).lower(params)
-    assert forward.as_text().count(f"@{mkl_matmul.TARGET}") == 6 * 2
+    assert forward.as_text().count(f"@{mkl_matmul.TARGET}(") == 6 * 2
+    assert forward.as_text().count(f"@{mkl_matmul.ATTENTION}(") == 2  # One per block.
+
+
+def explicit_attention(q, k, v):
+    logits = jnp.einsum("bnqh,bnkh->bnqk", q, k)
+    return jnp.einsum("bnqk,bnkh->bnqh", jax.nn.softmax(logits, axis=-1), v)
+
+
+def test_attention_kernel_and_its_gradients_equal_the_explicit_softmax():
+    # Odd sizes (3 × 5 heads of 19 tokens × 7): strides and row lengths must be right.
+    q, k, v, d_out = (3 * random((3, 5, 19, 7), seed) for seed in range(4))
+    q64, k64, v64 = (np.asarray(x, np.float64) for x in (q, k, v))
+    logits = q64 @ k64.swapaxes(-1, -2)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    exact = (weights / weights.sum(-1, keepdims=True)) @ v64
+    np.testing.assert_allclose(jax.jit(mkl_matmul.attention)(q, k, v), exact, rtol=1e-5, atol=1e-5)
+    loss = lambda attend: lambda q, k, v: jnp.sum(attend(q, k, v) * d_out)  # noqa: E731
+    ours = jax.jit(jax.value_and_grad(loss(mkl_matmul.attention), argnums=(0, 1, 2)))(q, k, v)
+    xla = jax.jit(jax.value_and_grad(loss(explicit_attention), argnums=(0, 1, 2)))(q, k, v)
+    for got, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(xla), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_attention_kernel_rejects_other_shapes_and_dtypes():
+    q = jnp.zeros((1, 2, 5, 4))
+    with pytest.raises(ValueError, match="q, k, v of one shape"):
+        mkl_matmul.attention(q, jnp.zeros((1, 2, 6, 4)), q)
+    with pytest.raises(TypeError, match="float32 only"):
+        mkl_matmul.attention(*(q.astype(jnp.bfloat16),) * 3)
 
 
 def test_other_dtypes_keep_xlas_dot():
@@ -88,6 +117,10 @@ def test_custom_call_flops_are_counted():
     # Forward and the two backward products, 2·4·3·5 each.
     assert mkl_matmul.custom_call_flops(lowered.as_text()) == 3 * 2 * 4 * 3 * 5
     assert bench._flops(lowered) >= 3 * 2 * 4 * 3 * 5
+    q = jnp.ones((2, 3, 5, 4))
+    attention = jax.jit(jax.value_and_grad(lambda q: mkl_matmul.attention(q, q, q).sum()))
+    # Two products forward, four backward, 2·(2·3)·5·5·4 FLOPs each.
+    assert mkl_matmul.custom_call_flops(attention.lower(q).as_text()) == 6 * 2 * 6 * 5 * 5 * 4
 
 
 def test_unknown_matmul_impl_lists_the_choices():

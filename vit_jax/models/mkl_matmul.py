@@ -37,6 +37,14 @@ import jaxlib
 
 SOURCE = pathlib.Path(__file__).with_name("mkl_gemm.cc")
 TARGET = "vit_jax_mkl_gemm"
+ATTENTION = "vit_jax_mkl_attention"
+# The FFI targets and the handler symbols of mkl_gemm.cc that serve them.
+HANDLERS = {
+    TARGET: "VitJaxMklGemm",
+    ATTENTION: "VitJaxMklAttention",
+    f"{ATTENTION}_train": "VitJaxMklAttentionTrain",
+    f"{ATTENTION}_backward": "VitJaxMklAttentionBackward",
+}
 INSTALL_HINT = "install Intel MKL with `pip install mkl==2026.2.1` (requirements.txt pins it)"
 
 
@@ -85,7 +93,7 @@ def build(runtime: pathlib.Path) -> pathlib.Path:
     with tempfile.NamedTemporaryFile(dir=library.parent, suffix=".so", delete=False) as tmp:
         partial = tmp.name
     command = [
-        compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+        compiler, "-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w",
         f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", partial,
         f"-L{runtime.parent}", f"-l:{runtime.name}", f"-Wl,-rpath,{runtime.parent}",
     ]  # fmt: skip
@@ -107,8 +115,10 @@ def load() -> pathlib.Path:
     # before MKL's first call, which is when it reads it.
     os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
     library = build(runtime)
-    handler = ctypes.cdll.LoadLibrary(str(library)).VitJaxMklGemm
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    compiled = ctypes.cdll.LoadLibrary(str(library))
+    for target, symbol in HANDLERS.items():
+        handler = jax.ffi.pycapsule(getattr(compiled, symbol))
+        jax.ffi.register_ffi_target(target, handler, platform="cpu")
     return library
 
 
@@ -158,17 +168,65 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     )
 
 
-_CALL = re.compile(
+_GEMM_CALL = re.compile(
     rf"custom_call @{TARGET}\(.*transpose_a = (true|false).*"
     r":\s*\(tensor<(\d+)x(\d+)xf32>, tensor<\d+x\d+xf32>\) -> tensor<(\d+)x(\d+)xf32>"
 )
+_ATTENTION_CALL = re.compile(
+    rf"custom_call @{ATTENTION}(|_train|_backward)\(.*:\s*\(tensor<(\d+)x(\d+)x(\d+)x(\d+)xf32>"
+)
+# Products of T × T × h per head: q·kᵀ and p·v forward; dv, dp, dq, dk backward.
+_ATTENTION_PRODUCTS = {"": 2, "_train": 2, "_backward": 4}
 
 
 def custom_call_flops(stablehlo_text: str) -> float:
     """FLOPs of the MKL calls in a lowered computation's text, which XLA's
     cost analysis counts as zero (it cannot see into a custom call)."""
     total = 0
-    for transpose_a, a_rows, a_cols, m, n in _CALL.findall(stablehlo_text):
+    for transpose_a, a_rows, a_cols, m, n in _GEMM_CALL.findall(stablehlo_text):
         k = int(a_rows) if transpose_a == "true" else int(a_cols)
         total += 2 * int(m) * int(n) * k
+    for kind, batch, heads, tokens, head_dim in _ATTENTION_CALL.findall(stablehlo_text):
+        per_product = 2 * int(batch) * int(heads) * int(tokens) ** 2 * int(head_dim)
+        total += _ATTENTION_PRODUCTS[kind] * per_product
     return float(total)
+
+
+@jax.custom_vjp
+def attention(q, k, v):
+    """softmax(q·kᵀ)·v for head-major (B, N, T, h) float32 q, k, v, q already
+    scaled: one MKL kernel per call, differentiable (the training forward
+    keeps the (B, N, T, T) weights for the backward, as XLA's autodiff does)."""
+    _check_attention_operands(q, k, v)
+    return jax.ffi.ffi_call(ATTENTION, jax.ShapeDtypeStruct(q.shape, jnp.float32))(q, k, v)
+
+
+def _check_attention_operands(q, k, v):
+    load()
+    if not q.shape == k.shape == v.shape or q.ndim != 4:
+        raise ValueError(
+            f"the MKL attention takes (B, N, T, h) q, k, v of one shape, got "
+            f"{q.shape}, {k.shape}, {v.shape}."
+        )
+    if not q.dtype == k.dtype == v.dtype == jnp.float32:
+        raise TypeError(f"the MKL attention is float32 only, got {q.dtype}.")
+
+
+def _attention_forward(q, k, v):
+    _check_attention_operands(q, k, v)
+    batch, heads, tokens, _ = q.shape
+    results = (
+        jax.ShapeDtypeStruct(q.shape, jnp.float32),
+        jax.ShapeDtypeStruct((batch, heads, tokens, tokens), jnp.float32),
+    )
+    out, weights = jax.ffi.ffi_call(f"{ATTENTION}_train", results)(q, k, v)
+    return out, (q, k, v, weights)
+
+
+def _attention_backward(residuals, d_out):
+    q = residuals[0]
+    results = (jax.ShapeDtypeStruct(q.shape, jnp.float32),) * 3
+    return tuple(jax.ffi.ffi_call(f"{ATTENTION}_backward", results)(*residuals, d_out))
+
+
+attention.defvjp(_attention_forward, _attention_backward)

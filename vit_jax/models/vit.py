@@ -229,18 +229,25 @@ class MultiHeadDotProductAttention(nn.Module):
             # materialises a (B, N, T, T) constant for the scale. Equal bits
             # for head_dim 64 (a power-of-two scale); speed level (A/B).
             query = query / jnp.sqrt(head_dim).astype(self.dtype)
-            logits = jnp.einsum("bnqh,bnkh->bnqk", query, key)
-            if bias is not None:
-                logits = logits + bias.astype(logits.dtype)
-            weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-            if wants_maps:
-                self.sow("attention", "weights", weights)
-            if uses_dropout:
-                weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
-            out = jnp.einsum("bnqk,bnkh->bnqh", weights, value)
+            plain = not (wants_maps or uses_dropout or bias is not None)
+            if plain and mkl_matmul.wanted(self.matmul_impl, self.dtype):
+                out = mkl_matmul.attention(query, key, value)
+            else:
+                out = self._explicit_softmax(query, key, value, bias, wants_maps, uses_dropout)
         return HeadMerge(
             hidden, not fused, dtype=self.dtype, matmul_impl=self.matmul_impl, name="out"
         )(out)
+
+    def _explicit_softmax(self, query, key, value, bias, wants_maps, uses_dropout):
+        logits = jnp.einsum("bnqh,bnkh->bnqk", query, key)
+        if bias is not None:
+            logits = logits + bias.astype(logits.dtype)
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+        if wants_maps:
+            self.sow("attention", "weights", weights)
+        if uses_dropout:
+            weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
+        return jnp.einsum("bnqk,bnkh->bnqh", weights, value)
 
 
 def exact_gelu(x):
