@@ -1,19 +1,24 @@
-"""The ViT's dense-layer matmuls through Intel MKL on the CPU (`matmul_impl="mkl"`).
+"""The ViT's matmuls through Intel MKL on the CPU (`matmul_impl="mkl"`).
 
 Why: on Intel CPUs, XLA:CPU's own GEMM (YNNPACK, or Eigen for operands it
-must transpose) runs the ViT-B/16 shapes at 250-300 GFLOP/s in a step where
-MKL, which PyTorch and so timm use, runs them at 330-345
-(docs/performance.md). This module compiles a one-function XLA FFI custom
-call (mkl_gemm.cc: `cblas_sgemm` with transpose flags) against the MKL of
-the `mkl` pip package, registers it for the CPU platform and offers
-`matmul(x, w)` with a custom VJP whose three products (x·W, dy·Wᵀ, xᵀ·dy)
-each are one MKL call, transposes included, so no layout copies.
+must transpose) runs the ViT-B/16 dense shapes at 250-300 GFLOP/s in a step
+where MKL, which PyTorch and so timm use, runs them at 330-345, and the
+per-head attention products (197 × 64 × 197) at 40-100 GFLOP/s
+(docs/performance.md). This module compiles mkl_gemm.cc, a few XLA FFI
+custom calls, against the MKL of the `mkl` pip package, registers them for
+the CPU platform and offers, each with a custom VJP:
 
-Scope: float32 on the CPU backend; other dtypes and backends keep XLA's dot
-(`wanted`). The custom call is not partitioned by XLA's SPMD partitioner, so
-it is for single-device CPU runs (the trainer refuses it on a larger mesh).
-On AMD CPUs MKL is no faster than YNNPACK (measured 1.75× slower on one
-AVX-512 EPYC), which is why it is opt-in rather than the default.
+- `matmul(x, w)`: the dense layers; forward and both backward products
+  (x·W, dy·Wᵀ, xᵀ·dy) are one `cblas_sgemm` each, transposes included, so
+  no layout copies;
+- `attention(q, k, v)`: softmax(q·kᵀ)·v per head with the T × T weights in
+  cache, heads in parallel; the backward is one call too.
+
+Scope: float32 on the CPU backend; other dtypes and backends keep XLA's ops
+(`wanted`). The custom calls are not partitioned by XLA's SPMD partitioner,
+so this is for single-device CPU runs (the trainer refuses it on a larger
+mesh). On the AMD EPYC VMs XLA's GEMM was the faster one (1.2-1.75×
+PyTorch's MKL-backed matmul), which is why it is opt-in, not the default.
 
 The library is built once per source/jaxlib/MKL combination with the system
 C++ compiler into $VIT_JAX_CACHE (default ~/.cache/vit_jax) and reused.
