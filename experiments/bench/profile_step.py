@@ -13,6 +13,7 @@ Kinds, from the op's name:
   dot          a matmul or convolution (YNNPACK fusion, or Eigen's `dot.N`)
   copy         a layout copy, transpose, slice or concatenation
   reduce       a reduction on its own
+  custom-call  an FFI custom call (the MKL kernels of --matmul_impl=mkl)
   elementwise  every other fusion (GELU, softmax, LayerNorm, Adam, ...)
 
 Two things to know when reading a trace of XLA:CPU. Some ops run
@@ -49,6 +50,8 @@ def kind(name: str) -> str:
     words = set(re.split(r"[_.\d]+", name.lower())) - {"fusion", "wrapped", ""}
     if words & {"dot", "ynn", "xnn", "convolution", "onednn"}:
         return "dot"
+    if {"custom", "call"} <= words:  # FFI calls: the MKL matmuls of matmul_impl="mkl".
+        return "custom-call"
     if words and words <= {"copy", "transpose", "bitcast", "slice", "concatenate"}:
         return "copy"
     if "reduce" in words:
@@ -199,6 +202,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=30, help="ops to list")
     parser.add_argument("--xla_flags", default="")
+    parser.add_argument("--matmul_impl", choices=["xla", "mkl"], default="xla")
     parser.add_argument("--hlo", default="", help="print the HLO lines that mention this op name")
     return parser.parse_args(argv)
 
@@ -211,7 +215,9 @@ def main(argv=None):
     xla_flags.prefer_memory_scheduling_on_cpu()
     import jax
 
-    bench_args = bench.parse_args(["--mesh=data:-1,fsdp:1", "--num_classes=1000"])
+    bench_args = bench.parse_args(
+        ["--mesh=data:-1,fsdp:1", "--num_classes=1000", f"--matmul_impl={args.matmul_impl}"]
+    )
     setting = bench.Setting(args.model, args.batch, args.resolution, args.mode, args.dtype)
     mesh = sharding.make_mesh(bench.parse_mesh(bench_args.mesh))
     build = bench.build_train if args.mode == "train" else bench.build_forward
