@@ -47,7 +47,7 @@ from vit_jax import bench, host_memory, sharding, xla_flags  # noqa: E402
 
 def kind(name: str) -> str:
     """A thunk's kind from the words of its name ("copy_bitcast_fusion.3")."""
-    words = set(re.split(r"[_.\d]+", name.lower())) - {"fusion", "wrapped", ""}
+    words = set(re.split(r"[-_.\d]+", name.lower())) - {"fusion", "wrapped", ""}
     if words & {"dot", "ynn", "xnn", "convolution", "onednn"}:
         return "dot"
     if {"custom", "call"} <= words:  # FFI calls: the MKL matmuls of matmul_impl="mkl".
