@@ -84,7 +84,8 @@ def test_shared_time_adds_up_to_the_busy_time():
         ("transpose_copy_fusion", "copy"),
         ("multiply_bitcast_fusion.2", "elementwise"),  # GELU, despite "bitcast".
         ("reduce_sum_fusion", "reduce"),
-        ("custom-call.3", "custom-call"),  # matmul_impl="mkl"'s kernels.
+        ("ffi_call.132", "custom-call"),  # matmul_impl="mkl"'s kernels.
+        ("custom-call.3", "custom-call"),
     ],
 )
 def test_kind_reads_the_op_name(name, kind):

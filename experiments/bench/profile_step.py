@@ -50,7 +50,7 @@ def kind(name: str) -> str:
     words = set(re.split(r"[-_.\d]+", name.lower())) - {"fusion", "wrapped", ""}
     if words & {"dot", "ynn", "xnn", "convolution", "onednn"}:
         return "dot"
-    if {"custom", "call"} <= words:  # FFI calls: the MKL matmuls of matmul_impl="mkl".
+    if "ffi" in words or {"custom", "call"} <= words:  # matmul_impl="mkl"'s MKL kernels.
         return "custom-call"
     if words and words <= {"copy", "transpose", "bitcast", "slice", "concatenate"}:
         return "copy"
