@@ -38,6 +38,7 @@ def load_latest(path: str) -> list[dict]:
                 record["remat"],
                 record.get("xla_flags", ""),
                 record.get("attention_impl", "auto"),
+                record.get("matmul_impl", "xla"),
                 record.get("device_kind", ""),  # A GPU's records never replace a CPU's.
             )
             latest[key] = record
@@ -52,6 +53,8 @@ def label(record: dict) -> str:
     extras = " remat" if record["remat"] else ""
     if record.get("attention_impl", "auto") != "auto":
         extras += f" {record['attention_impl']} attention"
+    if record.get("matmul_impl", "xla") != "xla":
+        extras += f" {record['matmul_impl']} matmuls"
     flags = record.get("xla_flags", "").split()
     if flags:
         extras += "\n" + ", ".join(SHORT_FLAGS.get(f, f.replace("--xla_", "")) for f in flags)
