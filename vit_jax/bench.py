@@ -237,14 +237,14 @@ def train_config(setting: Setting, args) -> ml_collections.ConfigDict:
     config.total_steps = 10_000
     config.mesh = parse_mesh(args.mesh)
     config.model.dtype = setting.dtype
-    config.model.update(_attention_override(args))
+    config.model.update(_model_overrides(args))
     if args.remat:
         config.model.remat = True
     train.check_config(config)
     return config
 
 
-def _attention_override(args) -> dict:
+def _model_overrides(args) -> dict:
     """--attention_impl and --matmul_impl as model options; "auto" and "xla"
     are every model's defaults (and the only values the ResNets accept)."""
     overrides = {} if args.attention_impl == "auto" else {"attention_impl": args.attention_impl}
@@ -256,7 +256,7 @@ def _attention_override(args) -> dict:
 def build_forward(setting: Setting, args, mesh) -> CompiledStep:
     """The jitted inference forward, params laid out by the trainer's rules."""
     model = get_model(
-        setting.model, args.num_classes, dtype=DTYPES[setting.dtype], **_attention_override(args)
+        setting.model, args.num_classes, dtype=DTYPES[setting.dtype], **_model_overrides(args)
     )
     abstract_params = costs.abstract_params(model, setting.resolution)
     rules = _train_module().default_config().sharding_rules
