@@ -79,16 +79,22 @@ def explicit_attention(q, k, v):
     return jnp.einsum("bnqk,bnkh->bnqh", jax.nn.softmax(logits, axis=-1), v)
 
 
-def test_attention_kernel_and_its_gradients_equal_the_explicit_softmax():
+@pytest.mark.parametrize("token_major", [False, True])
+def test_attention_kernel_and_its_gradients_equal_the_explicit_softmax(token_major):
     # Odd sizes (3 × 5 heads of 19 tokens × 7): strides and row lengths must be right.
     q, k, v, d_out = (3 * random((3, 5, 19, 7), seed) for seed in range(4))
     q64, k64, v64 = (np.asarray(x, np.float64) for x in (q, k, v))
     logits = q64 @ k64.swapaxes(-1, -2)
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     exact = (weights / weights.sum(-1, keepdims=True)) @ v64
-    np.testing.assert_allclose(jax.jit(mkl_matmul.attention)(q, k, v), exact, rtol=1e-5, atol=1e-5)
+    # Token-major operands are the same heads laid out (B, T, N, h).
+    layout = (lambda x: x.swapaxes(1, 2)) if token_major else (lambda x: x)
+    attend = lambda q, k, v: layout(  # noqa: E731
+        mkl_matmul.attention(layout(q), layout(k), layout(v), token_major)
+    )
+    np.testing.assert_allclose(jax.jit(attend)(q, k, v), exact, rtol=1e-5, atol=1e-5)
     loss = lambda attend: lambda q, k, v: jnp.sum(attend(q, k, v) * d_out)  # noqa: E731
-    ours = jax.jit(jax.value_and_grad(loss(mkl_matmul.attention), argnums=(0, 1, 2)))(q, k, v)
+    ours = jax.jit(jax.value_and_grad(loss(attend), argnums=(0, 1, 2)))(q, k, v)
     xla = jax.jit(jax.value_and_grad(loss(explicit_attention), argnums=(0, 1, 2)))(q, k, v)
     for got, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(xla), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
@@ -121,6 +127,12 @@ def test_custom_call_flops_are_counted():
     attention = jax.jit(jax.value_and_grad(lambda q: mkl_matmul.attention(q, q, q).sum()))
     # Two products forward, four backward, 2·(2·3)·5·5·4 FLOPs each.
     assert mkl_matmul.custom_call_flops(attention.lower(q).as_text()) == 6 * 2 * 6 * 5 * 5 * 4
+    # The same heads token-major, (B, T, N, h): the same FLOPs.
+    tokens_first = jnp.ones((2, 5, 3, 4))
+    attention = jax.jit(jax.value_and_grad(lambda q: mkl_matmul.attention(q, q, q, True).sum()))
+    assert mkl_matmul.custom_call_flops(attention.lower(tokens_first).as_text()) == (
+        6 * 2 * 6 * 5 * 5 * 4
+    )
 
 
 def test_unknown_matmul_impl_lists_the_choices():

@@ -6,8 +6,8 @@
 // transposed operands.
 //
 // VitJaxMklAttention / VitJaxMklAttentionTrain / VitJaxMklAttentionBackward:
-// softmax(q·kᵀ)·v per (batch, head) on head-major (B, N, T, h) operands, q
-// already scaled. One head's T × T weights stay in cache between the two
+// softmax(q·kᵀ)·v per (batch, head) on head-major (B, N, T, h) or
+// token-major (B, T, N, h) operands, q already scaled. One head's T × T weights stay in cache between the two
 // products and the softmax (XLA:CPU runs these per-head matmuls at a third
 // of MKL's rate). The training forward also returns the weights for the
 // backward, which needs no recomputation. Heads run in parallel (OpenMP);
@@ -57,11 +57,11 @@ ffi::Error Gemm(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
   return ffi::Error::Success();
 }
 
-// Row-major c (m × n) = op(a) · op(b), a's and b's rows contiguous.
+// Row-major c (m × n, rows ldc apart) = op(a) · op(b).
 void Product(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b,
-             int ldb, float* c) {
+             int ldb, float* c, int ldc) {
   cblas_sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, 1.0f, a, lda,
-              b, ldb, 0.0f, c, n);
+              b, ldb, 0.0f, c, ldc);
 }
 
 // Each row of the (t × t) logits in place → its softmax.
@@ -78,46 +78,59 @@ void SoftmaxRows(float* p, int t) {
   }
 }
 
+// Where head i (of batch × heads) of a q/k/v/output operand lies: head-major
+// (B, N, T, h), or token-major (B, T, N, h), the layout of the projections'
+// GEMM output, read in place with rows N·h apart (no transposes around).
 struct HeadShape {
   int64_t heads;  // batch × heads
-  int t, h;
+  int num_heads, t, h;
+  bool token_major;
+  int64_t Offset(int64_t i) const {
+    if (!token_major) return i * t * h;
+    return (i / num_heads) * t * num_heads * h + (i % num_heads) * h;
+  }
+  int Ld() const { return token_major ? num_heads * h : h; }
 };
 
-HeadShape ShapeOf(const ffi::Buffer<ffi::F32>& x) {  // x is (B, N, T, h): jax checks the rank.
+HeadShape ShapeOf(const ffi::Buffer<ffi::F32>& x, bool token_major) {  // jax checks the rank.
   auto d = x.dimensions();
-  return HeadShape{d[0] * d[1], static_cast<int>(d[2]), static_cast<int>(d[3])};
+  const int num_heads = static_cast<int>(token_major ? d[2] : d[1]);
+  const int t = static_cast<int>(token_major ? d[1] : d[2]);
+  return HeadShape{d[0] * num_heads, num_heads, t, static_cast<int>(d[3]), token_major};
 }
 
 // out = softmax(q·kᵀ)·v; the weights go to `weights` when given, else to a
 // per-thread scratch buffer.
 void AttentionForward(const float* q, const float* k, const float* v, float* out,
                       float* weights, HeadShape s) {
-  const int64_t th = static_cast<int64_t>(s.t) * s.h, tt = static_cast<int64_t>(s.t) * s.t;
+  const int64_t tt = static_cast<int64_t>(s.t) * s.t;
+  const int ld = s.Ld();
 #pragma omp parallel
   {
     std::vector<float> scratch(weights == nullptr ? tt : 0);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < s.heads; ++i) {
+      const int64_t at = s.Offset(i);
       float* p = weights == nullptr ? scratch.data() : weights + i * tt;
-      Product(false, true, s.t, s.t, s.h, q + i * th, s.h, k + i * th, s.h, p);
+      Product(false, true, s.t, s.t, s.h, q + at, ld, k + at, ld, p, s.t);
       SoftmaxRows(p, s.t);
-      Product(false, false, s.t, s.h, s.t, p, s.t, v + i * th, s.h, out + i * th);
+      Product(false, false, s.t, s.h, s.t, p, s.t, v + at, ld, out + at, ld);
     }
   }
 }
 
 ffi::Error Attention(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
-                     ffi::ResultBuffer<ffi::F32> out) {
+                     ffi::ResultBuffer<ffi::F32> out, bool token_major) {
   AttentionForward(q.typed_data(), k.typed_data(), v.typed_data(), out->typed_data(), nullptr,
-                   ShapeOf(q));
+                   ShapeOf(q, token_major));
   return ffi::Error::Success();
 }
 
 ffi::Error AttentionTrain(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
                           ffi::Buffer<ffi::F32> v, ffi::ResultBuffer<ffi::F32> out,
-                          ffi::ResultBuffer<ffi::F32> weights) {
+                          ffi::ResultBuffer<ffi::F32> weights, bool token_major) {
   AttentionForward(q.typed_data(), k.typed_data(), v.typed_data(), out->typed_data(),
-                   weights->typed_data(), ShapeOf(q));
+                   weights->typed_data(), ShapeOf(q, token_major));
   return ffi::Error::Success();
 }
 
@@ -126,9 +139,11 @@ ffi::Error AttentionTrain(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
 ffi::Error AttentionBackward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
                              ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> weights,
                              ffi::Buffer<ffi::F32> d_out, ffi::ResultBuffer<ffi::F32> dq,
-                             ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
-  const HeadShape s = ShapeOf(q);
-  const int64_t th = static_cast<int64_t>(s.t) * s.h, tt = static_cast<int64_t>(s.t) * s.t;
+                             ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv,
+                             bool token_major) {
+  const HeadShape s = ShapeOf(q, token_major);
+  const int64_t tt = static_cast<int64_t>(s.t) * s.t;
+  const int ld = s.Ld();
   const float *qd = q.typed_data(), *kd = k.typed_data(), *vd = v.typed_data();
   const float *pd = weights.typed_data(), *dod = d_out.typed_data();
   float *dqd = dq->typed_data(), *dkd = dk->typed_data(), *dvd = dv->typed_data();
@@ -137,9 +152,10 @@ ffi::Error AttentionBackward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
     std::vector<float> ds(tt);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < s.heads; ++i) {
+      const int64_t at = s.Offset(i);
       const float* p = pd + i * tt;
-      Product(true, false, s.t, s.h, s.t, p, s.t, dod + i * th, s.h, dvd + i * th);
-      Product(false, true, s.t, s.t, s.h, dod + i * th, s.h, vd + i * th, s.h, ds.data());
+      Product(true, false, s.t, s.h, s.t, p, s.t, dod + at, ld, dvd + at, ld);
+      Product(false, true, s.t, s.t, s.h, dod + at, ld, vd + at, ld, ds.data(), s.t);
       for (int r = 0; r < s.t; ++r) {
         const float* p_row = p + static_cast<int64_t>(r) * s.t;
         float* ds_row = ds.data() + static_cast<int64_t>(r) * s.t;
@@ -147,8 +163,8 @@ ffi::Error AttentionBackward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
         for (int c = 0; c < s.t; ++c) dot += p_row[c] * ds_row[c];
         for (int c = 0; c < s.t; ++c) ds_row[c] = p_row[c] * (ds_row[c] - dot);
       }
-      Product(false, false, s.t, s.h, s.t, ds.data(), s.t, kd + i * th, s.h, dqd + i * th);
-      Product(true, false, s.t, s.h, s.t, ds.data(), s.t, qd + i * th, s.h, dkd + i * th);
+      Product(false, false, s.t, s.h, s.t, ds.data(), s.t, kd + at, ld, dqd + at, ld);
+      Product(true, false, s.t, s.h, s.t, ds.data(), s.t, qd + at, ld, dkd + at, ld);
     }
   }
   return ffi::Error::Success();
@@ -161,7 +177,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VitJaxMklAttention, Attention,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("token_major"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitJaxMklAttentionTrain, AttentionTrain,
                               ffi::Ffi::Bind()
@@ -169,7 +186,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VitJaxMklAttentionTrain, AttentionTrain,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("token_major"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitJaxMklAttentionBackward, AttentionBackward,
                               ffi::Ffi::Bind()
@@ -180,7 +198,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VitJaxMklAttentionBackward, AttentionBackward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("token_major"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitJaxMklGemm, Gemm,
                               ffi::Ffi::Bind()

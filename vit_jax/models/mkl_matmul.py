@@ -178,7 +178,8 @@ _GEMM_CALL = re.compile(
     r":\s*\(tensor<(\d+)x(\d+)xf32>, tensor<\d+x\d+xf32>\) -> tensor<(\d+)x(\d+)xf32>"
 )
 _ATTENTION_CALL = re.compile(
-    rf"custom_call @{ATTENTION}(|_train|_backward)\(.*:\s*\(tensor<(\d+)x(\d+)x(\d+)x(\d+)xf32>"
+    rf"custom_call @{ATTENTION}(|_train|_backward)\(.*token_major = (true|false).*"
+    r":\s*\(tensor<(\d+)x(\d+)x(\d+)x(\d+)xf32>"
 )
 # Products of T × T × h per head: q·kᵀ and p·v forward; dv, dp, dq, dk backward.
 _ATTENTION_PRODUCTS = {"": 2, "_train": 2, "_backward": 4}
@@ -191,47 +192,56 @@ def custom_call_flops(stablehlo_text: str) -> float:
     for transpose_a, a_rows, a_cols, m, n in _GEMM_CALL.findall(stablehlo_text):
         k = int(a_rows) if transpose_a == "true" else int(a_cols)
         total += 2 * int(m) * int(n) * k
-    for kind, batch, heads, tokens, head_dim in _ATTENTION_CALL.findall(stablehlo_text):
+    for kind, token_major, batch, heads, tokens, head_dim in _ATTENTION_CALL.findall(
+        stablehlo_text
+    ):
+        if token_major == "true":  # (B, T, N, h)
+            heads, tokens = tokens, heads
         per_product = 2 * int(batch) * int(heads) * int(tokens) ** 2 * int(head_dim)
         total += _ATTENTION_PRODUCTS[kind] * per_product
     return float(total)
 
 
-@jax.custom_vjp
-def attention(q, k, v):
-    """softmax(q·kᵀ)·v for head-major (B, N, T, h) float32 q, k, v, q already
-    scaled: one MKL kernel per call, differentiable (the training forward
-    keeps the (B, N, T, T) weights for the backward, as XLA's autodiff does)."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def attention(q, k, v, token_major: bool = False):
+    """softmax(q·kᵀ)·v per head for float32 q, k, v, q already scaled: one MKL
+    kernel per call, differentiable (the training forward keeps the
+    (B, N, T, T) weights for the backward, as XLA's autodiff does). Layout:
+    head-major (B, N, T, h), or with `token_major` (B, T, N, h), the dense
+    projections' own output, read and written in place."""
     _check_attention_operands(q, k, v)
-    return jax.ffi.ffi_call(ATTENTION, jax.ShapeDtypeStruct(q.shape, jnp.float32))(q, k, v)
+    result = jax.ShapeDtypeStruct(q.shape, jnp.float32)
+    return jax.ffi.ffi_call(ATTENTION, result)(q, k, v, token_major=token_major)
 
 
 def _check_attention_operands(q, k, v):
     load()
     if not q.shape == k.shape == v.shape or q.ndim != 4:
         raise ValueError(
-            f"the MKL attention takes (B, N, T, h) q, k, v of one shape, got "
-            f"{q.shape}, {k.shape}, {v.shape}."
+            f"the MKL attention takes (B, N, T, h) or (B, T, N, h) q, k, v of one shape, "
+            f"got {q.shape}, {k.shape}, {v.shape}."
         )
     if not q.dtype == k.dtype == v.dtype == jnp.float32:
         raise TypeError(f"the MKL attention is float32 only, got {q.dtype}.")
 
 
-def _attention_forward(q, k, v):
+def _attention_forward(q, k, v, token_major):
     _check_attention_operands(q, k, v)
-    batch, heads, tokens, _ = q.shape
+    batch, heads, tokens = (q.shape[0], q.shape[2], q.shape[1]) if token_major else q.shape[:3]
     results = (
         jax.ShapeDtypeStruct(q.shape, jnp.float32),
         jax.ShapeDtypeStruct((batch, heads, tokens, tokens), jnp.float32),
     )
-    out, weights = jax.ffi.ffi_call(f"{ATTENTION}_train", results)(q, k, v)
+    call = jax.ffi.ffi_call(f"{ATTENTION}_train", results)
+    out, weights = call(q, k, v, token_major=token_major)
     return out, (q, k, v, weights)
 
 
-def _attention_backward(residuals, d_out):
+def _attention_backward(token_major, residuals, d_out):
     q = residuals[0]
     results = (jax.ShapeDtypeStruct(q.shape, jnp.float32),) * 3
-    return tuple(jax.ffi.ffi_call(f"{ATTENTION}_backward", results)(*residuals, d_out))
+    call = jax.ffi.ffi_call(f"{ATTENTION}_backward", results)
+    return tuple(call(*residuals, d_out, token_major=token_major))
 
 
 attention.defvjp(_attention_forward, _attention_backward)

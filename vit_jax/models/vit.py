@@ -210,12 +210,16 @@ class MultiHeadDotProductAttention(nn.Module):
         wanted = self.attention_impl == "cudnn" or (
             self.attention_impl == "auto" and _use_cudnn_attention(self.dtype)
         )
-        # The fused kernel has no maps to show, and no dropout or bias here.
-        fused = wanted and not (wants_maps or uses_dropout or bias is not None)
+        # The fused kernels have no maps to show, and no dropout or bias here.
+        plain = not (wants_maps or uses_dropout or bias is not None)
+        fused = wanted and plain
+        # MKL's kernel reads the projections' (B, T, heads, h) output in place.
+        mkl = plain and not fused and mkl_matmul.wanted(self.matmul_impl, self.dtype)
+        head_major = not (fused or mkl)
         project = lambda name: HeadProjection(  # noqa: E731
             self.num_heads,
             head_dim,
-            head_major=not fused,
+            head_major=head_major,
             dtype=self.dtype,
             matmul_impl=self.matmul_impl,
             name=name,
@@ -223,19 +227,18 @@ class MultiHeadDotProductAttention(nn.Module):
         query, key, value = project("query")(x), project("key")(x), project("value")(x)
         if fused:
             out = jax.nn.dot_product_attention(query, key, value, implementation="cudnn")
+        elif mkl:
+            query = query / jnp.sqrt(head_dim).astype(self.dtype)  # As below.
+            out = mkl_matmul.attention(query, key, value, True)
         else:
             # q is scaled (B·N·T·h values) before the product, as flax's
             # attention does, not the logits (B·N·T·T): XLA:CPU otherwise
             # materialises a (B, N, T, T) constant for the scale. Equal bits
             # for head_dim 64 (a power-of-two scale); speed level (A/B).
             query = query / jnp.sqrt(head_dim).astype(self.dtype)
-            plain = not (wants_maps or uses_dropout or bias is not None)
-            if plain and mkl_matmul.wanted(self.matmul_impl, self.dtype):
-                out = mkl_matmul.attention(query, key, value)
-            else:
-                out = self._explicit_softmax(query, key, value, bias, wants_maps, uses_dropout)
+            out = self._explicit_softmax(query, key, value, bias, wants_maps, uses_dropout)
         return HeadMerge(
-            hidden, not fused, dtype=self.dtype, matmul_impl=self.matmul_impl, name="out"
+            hidden, head_major, dtype=self.dtype, matmul_impl=self.matmul_impl, name="out"
         )(out)
 
     def _explicit_softmax(self, query, key, value, bias, wants_maps, uses_dropout):
