@@ -7,8 +7,8 @@
 //
 // VitJaxMklAttention / VitJaxMklAttentionTrain / VitJaxMklAttentionBackward:
 // softmax(q·kᵀ)·v per (batch, head) on head-major (B, N, T, h) or
-// token-major (B, T, N, h) operands, q already scaled. One head's T × T weights stay in cache between the two
-// products and the softmax (XLA:CPU runs these per-head matmuls at a third
+// token-major (B, T, N, h) operands, q already scaled. One head's T × T
+// weights stay in cache between the two products and the softmax (XLA:CPU runs these per-head matmuls at a third
 // of MKL's rate). The training forward also returns the weights for the
 // backward, which needs no recomputation. Heads run in parallel (OpenMP);
 // MKL runs single-threaded inside the parallel loop.
@@ -37,6 +37,13 @@ namespace {
 
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 
+// Row-major c (m × n, rows ldc apart) = op(a) · op(b).
+void Product(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b,
+             int ldb, float* c, int ldc) {
+  cblas_sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, 1.0f, a, lda,
+              b, ldb, 0.0f, c, ldc);
+}
+
 ffi::Error Gemm(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
                 ffi::ResultBuffer<ffi::F32> c, bool transpose_a, bool transpose_b) {
   auto a_dims = a.dimensions(), b_dims = b.dimensions(), c_dims = c->dimensions();
@@ -50,18 +57,10 @@ ffi::Error Gemm(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
   if (k != k_b || c_dims[0] != m || c_dims[1] != n) {
     return ffi::Error::InvalidArgument("mkl_gemm: operand shapes do not match");
   }
-  cblas_sgemm(kRowMajor, transpose_a ? kTrans : kNoTrans, transpose_b ? kTrans : kNoTrans,
-              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0f,
-              a.typed_data(), static_cast<int>(a_dims[1]), b.typed_data(),
-              static_cast<int>(b_dims[1]), 0.0f, c->typed_data(), static_cast<int>(n));
+  Product(transpose_a, transpose_b, static_cast<int>(m), static_cast<int>(n),
+          static_cast<int>(k), a.typed_data(), static_cast<int>(a_dims[1]), b.typed_data(),
+          static_cast<int>(b_dims[1]), c->typed_data(), static_cast<int>(n));
   return ffi::Error::Success();
-}
-
-// Row-major c (m × n, rows ldc apart) = op(a) · op(b).
-void Product(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b,
-             int ldb, float* c, int ldc) {
-  cblas_sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, 1.0f, a, lda,
-              b, ldb, 0.0f, c, ldc);
 }
 
 // Each row of the (t × t) logits in place → its softmax.

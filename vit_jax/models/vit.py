@@ -29,8 +29,9 @@ CLASSIFIERS = ("token", "gap")
 # "auto": cuDNN's fused kernel where it serves (16-bit on GPU), else the
 # explicit softmax; "explicit" and "cudnn" force one (benchmarks, workarounds).
 ATTENTION_IMPLS = ("auto", "explicit", "cudnn")
-# The dense layers' matmuls: XLA's dot, or Intel MKL through a custom call on
-# the CPU (float32, one device; mkl_matmul.py says when it is faster).
+# The dense layers' and the attention's matmuls: XLA's, or Intel MKL through
+# custom calls on the CPU (float32, one device; mkl_matmul.py says when it is
+# faster).
 MATMUL_IMPLS = ("xla", "mkl")
 
 xavier_uniform = nn.initializers.xavier_uniform()
@@ -227,16 +228,16 @@ class MultiHeadDotProductAttention(nn.Module):
         query, key, value = project("query")(x), project("key")(x), project("value")(x)
         if fused:
             out = jax.nn.dot_product_attention(query, key, value, implementation="cudnn")
-        elif mkl:
-            query = query / jnp.sqrt(head_dim).astype(self.dtype)  # As below.
-            out = mkl_matmul.attention(query, key, value, True)
         else:
             # q is scaled (B·N·T·h values) before the product, as flax's
             # attention does, not the logits (B·N·T·T): XLA:CPU otherwise
             # materialises a (B, N, T, T) constant for the scale. Equal bits
             # for head_dim 64 (a power-of-two scale); speed level (A/B).
             query = query / jnp.sqrt(head_dim).astype(self.dtype)
-            out = self._explicit_softmax(query, key, value, bias, wants_maps, uses_dropout)
+            if mkl:
+                out = mkl_matmul.attention(query, key, value, True)
+            else:
+                out = self._explicit_softmax(query, key, value, bias, wants_maps, uses_dropout)
         return HeadMerge(
             hidden, head_major, dtype=self.dtype, matmul_impl=self.matmul_impl, name="out"
         )(out)
