@@ -67,12 +67,17 @@ ffi::Error Gemm(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
 void SoftmaxRows(float* p, int t) {
   for (int i = 0; i < t; ++i) {
     float* row = p + static_cast<int64_t>(i) * t;
-    const float top = *std::max_element(row, row + t);
+    float top = row[0];
+#pragma omp simd reduction(max : top)
+    for (int j = 0; j < t; ++j) top = std::max(top, row[j]);
+#pragma omp simd
     for (int j = 0; j < t; ++j) row[j] -= top;
     vsExp(t, row, row);
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int j = 0; j < t; ++j) sum += row[j];
     const float inverse = 1.0f / sum;
+#pragma omp simd
     for (int j = 0; j < t; ++j) row[j] *= inverse;
   }
 }
@@ -159,7 +164,9 @@ ffi::Error AttentionBackward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
         const float* p_row = p + static_cast<int64_t>(r) * s.t;
         float* ds_row = ds.data() + static_cast<int64_t>(r) * s.t;
         float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
         for (int c = 0; c < s.t; ++c) dot += p_row[c] * ds_row[c];
+#pragma omp simd
         for (int c = 0; c < s.t; ++c) ds_row[c] = p_row[c] * (ds_row[c] - dot);
       }
       Product(false, false, s.t, s.h, s.t, ds.data(), s.t, kd + at, ld, dqd + at, ld);

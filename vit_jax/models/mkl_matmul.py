@@ -30,6 +30,7 @@ import glob
 import hashlib
 import os
 import pathlib
+import platform
 import re
 import shutil
 import subprocess
@@ -79,12 +80,26 @@ def _cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("VIT_JAX_CACHE", default)).expanduser()
 
 
+# The kernels' own loops (softmax, the attention backward's row sums) are
+# compiled for this CPU's vector width: -march=native, so the cache key holds
+# the CPU's feature flags too (a home directory shared by different machines).
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w")
+
+
+def _cpu_features() -> str:
+    """The CPU's feature flags (/proc/cpuinfo), or its architecture's name."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:
+        return platform.machine()
+
+
 def build(runtime: pathlib.Path) -> pathlib.Path:
     """The compiled custom call, built on first use (atomic: parallel test
     workers may race to build it)."""
-    key = hashlib.sha256(
-        SOURCE.read_bytes() + jaxlib.__version__.encode() + str(runtime).encode()
-    ).hexdigest()[:16]
+    identity = [SOURCE.read_text(), jaxlib.__version__, str(runtime), *FLAGS, _cpu_features()]
+    key = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
     library = _cache_dir() / f"mkl_gemm-{key}.so"
     if library.exists():
         return library
@@ -98,8 +113,7 @@ def build(runtime: pathlib.Path) -> pathlib.Path:
     with tempfile.NamedTemporaryFile(dir=library.parent, suffix=".so", delete=False) as tmp:
         partial = tmp.name
     command = [
-        compiler, "-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w",
-        f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", partial,
+        compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", partial,
         f"-L{runtime.parent}", f"-l:{runtime.name}", f"-Wl,-rpath,{runtime.parent}",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
