@@ -686,7 +686,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--attention_impl",
         choices=ATTENTION_IMPLS,
         default="auto",
-        help="auto: cuDNN's fused kernel for 16-bit on GPU, else the explicit softmax",
+        help="auto: cuDNN's fused kernel for 16-bit on GPU, MKL's with --matmul_impl=mkl, "
+        "else the explicit softmax; mkl: MKL's kernel (float32 CPU, one device)",
     )
     parser.add_argument(
         "--matmul_impl",

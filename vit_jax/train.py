@@ -433,12 +433,18 @@ class Trainer:
 def build_trainer(config, num_classes: int, image_shape, mesh) -> Trainer:
     """The Trainer for `config` on images of `image_shape` (H, W, C)."""
     model = make_model(config, num_classes)
-    if getattr(model, "matmul_impl", "xla") == "mkl" and mesh.size > 1:
-        # XLA's SPMD partitioner cannot split the MKL custom call: it would
+    mkl_options = [
+        f"{option}='mkl'"
+        for option in ("matmul_impl", "attention_impl")
+        if getattr(model, option, None) == "mkl"
+    ]
+    if mkl_options and mesh.size > 1:
+        # XLA's SPMD partitioner cannot split the MKL custom calls: it would
         # gather every operand onto each device.
         raise ValueError(
-            f"config.model.matmul_impl='mkl' runs on one CPU device, the mesh has {mesh.size}: "
-            "set config.mesh to one device (e.g. [('data', 1)]) or matmul_impl='xla'."
+            f"config.model.{' and '.join(mkl_options)} runs on one CPU device, the mesh has "
+            f"{mesh.size}: set config.mesh to one device (e.g. [('data', 1)]) or use XLA's "
+            "ops (matmul_impl='xla', attention_impl='auto')."
         )
     # Abstract init: shapes only, so nothing big materialises on one device.
     abstract_params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0), image_shape))

@@ -203,6 +203,7 @@ def parse_args(argv=None):
     parser.add_argument("--top", type=int, default=30, help="ops to list")
     parser.add_argument("--xla_flags", default="")
     parser.add_argument("--matmul_impl", choices=["xla", "mkl"], default="xla")
+    parser.add_argument("--attention_impl", default="auto", help="as vit_jax.bench's")
     parser.add_argument("--hlo", default="", help="print the HLO lines that mention this op name")
     return parser.parse_args(argv)
 
@@ -216,7 +217,12 @@ def main(argv=None):
     import jax
 
     bench_args = bench.parse_args(
-        ["--mesh=data:-1,fsdp:1", "--num_classes=1000", f"--matmul_impl={args.matmul_impl}"]
+        [
+            "--mesh=data:-1,fsdp:1",
+            "--num_classes=1000",
+            f"--matmul_impl={args.matmul_impl}",
+            f"--attention_impl={args.attention_impl}",
+        ]
     )
     setting = bench.Setting(args.model, args.batch, args.resolution, args.mode, args.dtype)
     mesh = sharding.make_mesh(bench.parse_mesh(bench_args.mesh))

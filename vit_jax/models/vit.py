@@ -26,9 +26,12 @@ Dtype = Any
 LAYER_NORM_EPSILON = 1e-6  # The official code's value; flax's default is 1e-6 too.
 POSEMB_KINDS = ("learn_1d", "learn_2d", "relative", "none")
 CLASSIFIERS = ("token", "gap")
-# "auto": cuDNN's fused kernel where it serves (16-bit on GPU), else the
-# explicit softmax; "explicit" and "cudnn" force one (benchmarks, workarounds).
-ATTENTION_IMPLS = ("auto", "explicit", "cudnn")
+# "auto": cuDNN's fused kernel where it serves (16-bit on GPU), MKL's with
+# matmul_impl="mkl", else the explicit softmax; "explicit", "cudnn" and "mkl"
+# ask for one (benchmarks, workarounds). "mkl" is Intel MKL's attention kernel
+# (float32 on the CPU) beside XLA's dense layers: the faster pair on the AMD
+# CPUs, where XLA's own GEMM beats MKL's (docs/performance.md).
+ATTENTION_IMPLS = ("auto", "explicit", "cudnn", "mkl")
 # The dense layers' and the attention's matmuls: XLA's, or Intel MKL through
 # custom calls on the CPU (float32, one device; mkl_matmul.py says when it is
 # faster).
@@ -185,9 +188,11 @@ class MultiHeadDotProductAttention(nn.Module):
 
     With `attention_impl="auto"`, 16-bit compute on GPU without attention
     dropout, bias or a request for the maps goes through cuDNN's fused flash
-    attention (`jax.nn.dot_product_attention`); everything else computes the
-    softmax explicitly, head-major. "cudnn" asks for the fused kernel on any
-    dtype, "explicit" never uses it; neither changes the parameters.
+    attention (`jax.nn.dot_product_attention`), float32 on the CPU with
+    `matmul_impl="mkl"` through MKL's attention kernel; everything else
+    computes the softmax explicitly, head-major. "cudnn" asks for the fused
+    kernel on any dtype, "mkl" for MKL's kernel whatever the dense layers
+    use, "explicit" for neither; none changes the parameters.
     """
 
     num_heads: int
@@ -215,7 +220,10 @@ class MultiHeadDotProductAttention(nn.Module):
         plain = not (wants_maps or uses_dropout or bias is not None)
         fused = wanted and plain
         # MKL's kernel reads the projections' (B, T, heads, h) output in place.
-        mkl = plain and not fused and mkl_matmul.wanted(self.matmul_impl, self.dtype)
+        mkl_asked = self.attention_impl == "mkl" or (
+            self.attention_impl == "auto" and self.matmul_impl == "mkl"
+        )
+        mkl = plain and not fused and mkl_asked and mkl_matmul.wanted("mkl", self.dtype)
         head_major = not (fused or mkl)
         project = lambda name: HeadProjection(  # noqa: E731
             self.num_heads,
