@@ -1,4 +1,5 @@
-"""The ViT's matmuls through Intel MKL on the CPU (`matmul_impl="mkl"`).
+"""The ViT's matmuls through Intel MKL on the CPU (`matmul_impl="mkl"`, or
+the attention alone with `attention_impl="mkl"`).
 
 Why: on Intel CPUs, XLA:CPU's own GEMM (YNNPACK, or Eigen for operands it
 must transpose) runs the ViT-B/16 dense shapes at 250-300 GFLOP/s in a step
@@ -12,13 +13,17 @@ the CPU platform and offers, each with a custom VJP:
   (x·W, dy·Wᵀ, xᵀ·dy) are one `cblas_sgemm` each, transposes included, so
   no layout copies;
 - `attention(q, k, v)`: softmax(q·kᵀ)·v per head with the T × T weights in
-  cache, heads in parallel; the backward is one call too.
+  cache, heads in parallel; the backward is one call too. XLA:CPU is slow
+  at these per-head products on every CPU measured, so this kernel also
+  serves beside XLA's dense layers (`attention_impl="mkl"`).
 
 Scope: float32 on the CPU backend; other dtypes and backends keep XLA's ops
 (`wanted`). The custom calls are not partitioned by XLA's SPMD partitioner,
 so this is for single-device CPU runs (the trainer refuses it on a larger
 mesh). On the AMD EPYC VMs XLA's GEMM was the faster one (1.2-1.75×
-PyTorch's MKL-backed matmul), which is why it is opt-in, not the default.
+PyTorch's MKL-backed matmul; MKL's dense layers 0.92-0.95 of timm's speed
+where XLA's reach 1.10-1.22), which is why it is opt-in, not the default,
+and why `attention_impl="mkl"` exists on its own.
 
 The library is built once per source/jaxlib/MKL combination with the system
 C++ compiler into $VIT_JAX_CACHE (default ~/.cache/vit_jax) and reused.
@@ -70,8 +75,8 @@ def find_mkl_runtime() -> pathlib.Path:
         if found:
             return pathlib.Path(found[-1])
     raise RuntimeError(
-        f"matmul_impl='mkl' needs Intel MKL's libmkl_rt, not found in {dirs}: "
-        f"{INSTALL_HINT}, or use matmul_impl='xla'."
+        f"matmul_impl='mkl' and attention_impl='mkl' need Intel MKL's libmkl_rt, not found "
+        f"in {dirs}: {INSTALL_HINT}, or use XLA's ops (matmul_impl='xla', attention_impl='auto')."
     )
 
 
@@ -106,8 +111,9 @@ def build(runtime: pathlib.Path) -> pathlib.Path:
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         raise RuntimeError(
-            "matmul_impl='mkl' compiles a small C++ custom call: install a C++ "
-            "compiler (Debian: apt install g++), or use matmul_impl='xla'."
+            "matmul_impl='mkl' and attention_impl='mkl' compile a small C++ custom call: "
+            "install a C++ compiler (Debian: apt install g++), or use XLA's ops "
+            "(matmul_impl='xla', attention_impl='auto')."
         )
     library.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=library.parent, suffix=".so", delete=False) as tmp:
