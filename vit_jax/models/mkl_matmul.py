@@ -59,11 +59,10 @@ HANDLERS = {
 INSTALL_HINT = "install Intel MKL with `pip install mkl==2026.2.1` (requirements.txt pins it)"
 
 
-def wanted(matmul_impl: str, dtype) -> bool:
-    """Whether this matmul goes through MKL: asked for, float32, on the CPU."""
-    return (
-        matmul_impl == "mkl" and jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
-    )
+def wanted(impl: str, dtype) -> bool:
+    """Whether a matmul or attention goes through MKL: asked for (`impl` is
+    the model's matmul_impl or attention_impl), float32, on the CPU."""
+    return impl == "mkl" and jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
 
 
 def find_mkl_runtime() -> pathlib.Path:

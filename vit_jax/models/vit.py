@@ -219,11 +219,10 @@ class MultiHeadDotProductAttention(nn.Module):
         # The fused kernels have no maps to show, and no dropout or bias here.
         plain = not (wants_maps or uses_dropout or bias is not None)
         fused = wanted and plain
-        # MKL's kernel reads the projections' (B, T, heads, h) output in place.
-        mkl_asked = self.attention_impl == "mkl" or (
-            self.attention_impl == "auto" and self.matmul_impl == "mkl"
-        )
-        mkl = plain and not fused and mkl_asked and mkl_matmul.wanted("mkl", self.dtype)
+        # MKL's kernel reads the projections' (B, T, heads, h) output in place;
+        # "auto" follows the dense layers' matmul_impl.
+        asked = self.matmul_impl if self.attention_impl == "auto" else self.attention_impl
+        mkl = plain and not fused and mkl_matmul.wanted(asked, self.dtype)
         head_major = not (fused or mkl)
         project = lambda name: HeadProjection(  # noqa: E731
             self.num_heads,
