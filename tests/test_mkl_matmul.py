@@ -170,6 +170,11 @@ def test_trainer_refuses_mkl_on_a_mesh_of_several_devices(option):
     mesh = sharding.make_mesh([("data", 8)])
     with pytest.raises(ValueError, match=f"{option}='mkl' runs on one CPU device, the mesh has 8"):
         train.build_trainer(config, 5, (16, 16, 3), mesh)
+    # The benchmark's forward, which builds no trainer, refuses it too.
+    args = bench.parse_args(["--model=testing", "--resolution=16", f"--{option}=mkl"])
+    setting = bench.Setting("testing", 8, 16, "forward", "float32")
+    with pytest.raises(ValueError, match=f"{option}='mkl' runs on one CPU device"):
+        bench.build_forward(setting, args, mesh)
 
 
 def test_bench_runs_the_mkl_train_step_and_counts_its_flops(tmp_path):

@@ -258,6 +258,7 @@ def build_forward(setting: Setting, args, mesh) -> CompiledStep:
     model = get_model(
         setting.model, args.num_classes, dtype=DTYPES[setting.dtype], **_model_overrides(args)
     )
+    mkl_matmul.check_mesh(model, mesh)
     abstract_params = costs.abstract_params(model, setting.resolution)
     rules = _train_module().default_config().sharding_rules
     param_shardings = sharding.tree_shardings(abstract_params, mesh, rules)

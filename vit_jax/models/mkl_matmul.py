@@ -65,6 +65,20 @@ def wanted(impl: str, dtype) -> bool:
     return impl == "mkl" and jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
 
 
+def check_mesh(model, mesh) -> None:
+    """Refuses a model with an MKL option on a mesh of several devices: XLA's
+    SPMD partitioner cannot split the custom calls, so it would gather every
+    operand onto each device."""
+    options = [f"{name}='mkl'" for name in ("matmul_impl", "attention_impl")
+               if getattr(model, name, None) == "mkl"]  # fmt: skip
+    if options and mesh.size > 1:
+        raise ValueError(
+            f"config.model.{' and '.join(options)} runs on one CPU device, the mesh has "
+            f"{mesh.size}: set config.mesh to one device (e.g. [('data', 1)]) or use XLA's "
+            "ops (matmul_impl='xla', attention_impl='auto')."
+        )
+
+
 def find_mkl_runtime() -> pathlib.Path:
     """libmkl_rt.so.N of the `mkl` wheel (in the environment's lib/), or on
     LD_LIBRARY_PATH."""
