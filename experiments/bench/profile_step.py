@@ -43,6 +43,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from vit_jax import bench, host_memory, sharding, xla_flags  # noqa: E402
+from vit_jax.models.vit import ATTENTION_IMPLS, MATMUL_IMPLS  # noqa: E402
 
 
 def kind(name: str) -> str:
@@ -202,8 +203,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=30, help="ops to list")
     parser.add_argument("--xla_flags", default="")
-    parser.add_argument("--matmul_impl", choices=["xla", "mkl"], default="xla")
-    parser.add_argument("--attention_impl", default="auto", help="as vit_jax.bench's")
+    parser.add_argument("--matmul_impl", choices=MATMUL_IMPLS, default="xla")
+    parser.add_argument("--attention_impl", choices=ATTENTION_IMPLS, default="auto")
     parser.add_argument("--hlo", default="", help="print the HLO lines that mention this op name")
     return parser.parse_args(argv)
 
