@@ -114,6 +114,25 @@ def test_attention_kernel_and_its_gradients_equal_the_explicit_softmax(
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=grad_atol)
 
 
+# The models' own head shapes: ViT-B's (197 tokens × 64), ViT-H/14's head
+# width (80: five vectors of 16, blocks of 3 + 2) and one past a whole vector
+# (20); rows of 197, 50 and 37 end in partial row blocks.
+@pytest.mark.parametrize("tokens, head_dim", [(197, 64), (50, 80), (37, 20)])
+def test_attention_kernel_at_the_models_head_shapes(tokens, head_dim):
+    q, k, v, d_out = (random((2, tokens, 3, head_dim), seed) / 4 for seed in range(4))
+    head_major = lambda x: x.swapaxes(1, 2)  # noqa: E731
+    attend = lambda q, k, v: mkl_matmul.attention(q, k, v, True)  # noqa: E731
+    explicit = lambda q, k, v: head_major(  # noqa: E731
+        explicit_attention(head_major(q), head_major(k), head_major(v))
+    )
+    loss = lambda attend: lambda q, k, v: jnp.sum(attend(q, k, v) * d_out)  # noqa: E731
+    ours = jax.jit(jax.value_and_grad(loss(attend), argnums=(0, 1, 2)))(q, k, v)
+    xla = jax.jit(jax.value_and_grad(loss(explicit), argnums=(0, 1, 2)))(q, k, v)
+    np.testing.assert_allclose(jax.jit(attend)(q, k, v), jax.jit(explicit)(q, k, v), atol=1e-5)
+    for got, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(xla), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_attention_kernel_rejects_other_shapes_and_dtypes():
     q = jnp.zeros((1, 2, 5, 4))
     with pytest.raises(ValueError, match="q, k, v of one shape"):

@@ -263,7 +263,8 @@ def _attention_forward(q, k, v, token_major):
     batch, heads, tokens = (q.shape[0], q.shape[2], q.shape[1]) if token_major else q.shape[:3]
     results = (
         jax.ShapeDtypeStruct(q.shape, jnp.float32),
-        jax.ShapeDtypeStruct((batch, heads, tokens, tokens), jnp.float32),
+        # Rows of a whole number of vectors (mkl_gemm.cc's PaddedLd).
+        jax.ShapeDtypeStruct((batch, heads, tokens, -(-tokens // 16) * 16), jnp.float32),
     )
     call = jax.ffi.ffi_call(f"{ATTENTION}_train", results)
     out, weights = call(q, k, v, token_major=token_major)
