@@ -1,5 +1,6 @@
-"""matmul_impl="mkl": the MKL custom call equals XLA's dot, in the model, its
-gradients and the benchmark's FLOP count; bad set-ups fail with the fix."""
+"""matmul_impl="mkl" and attention_impl="cpu": the custom calls equal XLA's
+ops, in the model, its gradients and the benchmark's FLOP count; bad set-ups
+fail with the fix. The attention kernel alone: tests/test_cpu_attention.py."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from vit_jax import bench, sharding, train
-from vit_jax.models import get_model, mkl_matmul
+from vit_jax.models import cpu_attention, get_model, mkl_matmul
 
 
 def random(shape, seed):
@@ -43,15 +44,17 @@ def test_matmul_and_its_gradients_equal_xlas():
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-# (model options, MKL dense products, MKL attention calls) of a 2-block forward.
-MKL_OPTIONS = [
+# (model options, MKL dense products, CPU attention calls) of a 2-block forward.
+CUSTOM_CALL_OPTIONS = [
     ({"matmul_impl": "mkl"}, 6 * 2, 2),  # Every dense layer, and the attention.
-    ({"attention_impl": "mkl"}, 0, 2),  # The attention beside XLA's dense layers.
+    ({"attention_impl": "cpu"}, 0, 2),  # The attention beside XLA's dense layers.
 ]
 
 
-@pytest.mark.parametrize("options, dense_calls, attention_calls", MKL_OPTIONS)
-def test_vit_with_mkl_kernels_equals_xla_and_keeps_the_tree(options, dense_calls, attention_calls):
+@pytest.mark.parametrize("options, dense_calls, attention_calls", CUSTOM_CALL_OPTIONS)
+def test_vit_with_custom_call_kernels_equals_xla_and_keeps_the_tree(
+    options, dense_calls, attention_calls
+):
     images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
     labels = jnp.array([1, 3])
     xla_model = get_model("testing", num_classes=5)
@@ -78,67 +81,7 @@ def test_vit_with_mkl_kernels_equals_xla_and_keeps_the_tree(options, dense_calls
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
     forward = jax.jit(lambda p: mkl_model.apply({"params": p}, images)).lower(params)
     assert forward.as_text().count(f"@{mkl_matmul.TARGET}(") == dense_calls
-    assert forward.as_text().count(f"@{mkl_matmul.ATTENTION}(") == attention_calls
-
-
-def explicit_attention(q, k, v):
-    logits = jnp.einsum("bnqh,bnkh->bnqk", q, k)
-    return jnp.einsum("bnqk,bnkh->bnqh", jax.nn.softmax(logits, axis=-1), v)
-
-
-# Logits of tens, and peaked ones (rows spanning ~1,300) past the kernel's exp
-# clamp at −87. Logits of ~1,000 carry float32 rounding of ~1e-4 into the
-# weights, in XLA's gradients as in the kernel's (each ≈ 7e-6 of the largest
-# gradient, 4,800, away from float64's), hence the gradients' wider atol there.
-@pytest.mark.parametrize("scale, grad_atol", [(3.0, 1e-4), (12.0, 0.05)])
-@pytest.mark.parametrize("token_major", [False, True])
-def test_attention_kernel_and_its_gradients_equal_the_explicit_softmax(
-    token_major, scale, grad_atol
-):
-    # Odd sizes (3 × 5 heads of 19 tokens × 7): strides and row lengths must be right.
-    q, k, v, d_out = (scale * random((3, 5, 19, 7), seed) for seed in range(4))
-    q64, k64, v64 = (np.asarray(x, np.float64) for x in (q, k, v))
-    logits = q64 @ k64.swapaxes(-1, -2)
-    weights = np.exp(logits - logits.max(-1, keepdims=True))
-    exact = (weights / weights.sum(-1, keepdims=True)) @ v64
-    # Token-major operands are the same heads laid out (B, T, N, h).
-    layout = (lambda x: x.swapaxes(1, 2)) if token_major else (lambda x: x)
-    attend = lambda q, k, v: layout(  # noqa: E731
-        mkl_matmul.attention(layout(q), layout(k), layout(v), token_major)
-    )
-    np.testing.assert_allclose(jax.jit(attend)(q, k, v), exact, rtol=1e-5, atol=1e-5)
-    loss = lambda attend: lambda q, k, v: jnp.sum(attend(q, k, v) * d_out)  # noqa: E731
-    ours = jax.jit(jax.value_and_grad(loss(attend), argnums=(0, 1, 2)))(q, k, v)
-    xla = jax.jit(jax.value_and_grad(loss(explicit_attention), argnums=(0, 1, 2)))(q, k, v)
-    for got, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(xla), strict=True):
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=grad_atol)
-
-
-# The models' own head shapes: ViT-B's (197 tokens × 64), ViT-H/14's head
-# width (80: five vectors of 16, blocks of 3 + 2) and one past a whole vector
-# (20); rows of 197, 50 and 37 end in partial row blocks.
-@pytest.mark.parametrize("tokens, head_dim", [(197, 64), (50, 80), (37, 20)])
-def test_attention_kernel_at_the_models_head_shapes(tokens, head_dim):
-    q, k, v, d_out = (random((2, tokens, 3, head_dim), seed) / 4 for seed in range(4))
-    head_major = lambda x: x.swapaxes(1, 2)  # noqa: E731
-    attend = lambda q, k, v: mkl_matmul.attention(q, k, v, True)  # noqa: E731
-    explicit = lambda q, k, v: head_major(  # noqa: E731
-        explicit_attention(head_major(q), head_major(k), head_major(v))
-    )
-    loss = lambda attend: lambda q, k, v: jnp.sum(attend(q, k, v) * d_out)  # noqa: E731
-    ours = jax.jit(jax.value_and_grad(loss(attend), argnums=(0, 1, 2)))(q, k, v)
-    xla = jax.jit(jax.value_and_grad(loss(explicit), argnums=(0, 1, 2)))(q, k, v)
-    np.testing.assert_allclose(jax.jit(attend)(q, k, v), jax.jit(explicit)(q, k, v), atol=1e-5)
-    for got, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(xla), strict=True):
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-
-
-def test_attention_kernel_rejects_other_shapes_and_dtypes():
-    q = jnp.zeros((1, 2, 5, 4))
-    with pytest.raises(ValueError, match="q, k, v of one shape"):
-        mkl_matmul.attention(q, jnp.zeros((1, 2, 6, 4)), q)
-    with pytest.raises(TypeError, match="float32 only"):
-        mkl_matmul.attention(*(q.astype(jnp.bfloat16),) * 3)
+    assert forward.as_text().count(f"@{cpu_attention.TARGET}(") == attention_calls
 
 
 def test_other_dtypes_keep_xlas_dot():
@@ -156,16 +99,6 @@ def test_custom_call_flops_are_counted():
     # Forward and the two backward products, 2·4·3·5 each.
     assert mkl_matmul.custom_call_flops(lowered.as_text()) == 3 * 2 * 4 * 3 * 5
     assert bench._flops(lowered) >= 3 * 2 * 4 * 3 * 5
-    q = jnp.ones((2, 3, 5, 4))
-    attention = jax.jit(jax.value_and_grad(lambda q: mkl_matmul.attention(q, q, q).sum()))
-    # Two products forward, four backward, 2·(2·3)·5·5·4 FLOPs each.
-    assert mkl_matmul.custom_call_flops(attention.lower(q).as_text()) == 6 * 2 * 6 * 5 * 5 * 4
-    # The same heads token-major, (B, T, N, h): the same FLOPs.
-    tokens_first = jnp.ones((2, 5, 3, 4))
-    attention = jax.jit(jax.value_and_grad(lambda q: mkl_matmul.attention(q, q, q, True).sum()))
-    assert mkl_matmul.custom_call_flops(attention.lower(tokens_first).as_text()) == (
-        6 * 2 * 6 * 5 * 5 * 4
-    )
 
 
 def test_unknown_matmul_impl_lists_the_choices():
@@ -181,18 +114,19 @@ def test_missing_mkl_names_the_install_command(tmp_path, monkeypatch):
         mkl_matmul.find_mkl_runtime()
 
 
-@pytest.mark.parametrize("option", ["matmul_impl", "attention_impl"])
-def test_trainer_refuses_mkl_on_a_mesh_of_several_devices(option):
+@pytest.mark.parametrize("option, value", [("matmul_impl", "mkl"), ("attention_impl", "cpu")])
+def test_trainer_refuses_custom_calls_on_a_mesh_of_several_devices(option, value):
     config = train.default_config()
     config.model_name = "testing"
-    config.model[option] = "mkl"
+    config.model[option] = value
     mesh = sharding.make_mesh([("data", 8)])
-    with pytest.raises(ValueError, match=f"{option}='mkl' runs on one CPU device, the mesh has 8"):
+    refusal = f"{option}='{value}' runs on one CPU device"
+    with pytest.raises(ValueError, match=f"{refusal}, the mesh has 8"):
         train.build_trainer(config, 5, (16, 16, 3), mesh)
     # The benchmark's forward, which builds no trainer, refuses it too.
-    args = bench.parse_args(["--model=testing", "--resolution=16", f"--{option}=mkl"])
+    args = bench.parse_args(["--model=testing", "--resolution=16", f"--{option}={value}"])
     setting = bench.Setting("testing", 8, 16, "forward", "float32")
-    with pytest.raises(ValueError, match=f"{option}='mkl' runs on one CPU device"):
+    with pytest.raises(ValueError, match=refusal):
         bench.build_forward(setting, args, mesh)
 
 

@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 
 from vit_jax import host_memory, sharding, xla_flags
-from vit_jax.models import costs, get_model, mkl_matmul, model_kwargs
+from vit_jax.models import costs, cpu_attention, get_model, mkl_matmul, model_kwargs, native
 from vit_jax.models.vit import ATTENTION_IMPLS, MATMUL_IMPLS
 
 MODES = ("forward", "train")
@@ -192,11 +192,13 @@ def _memory(compiled) -> tuple[int | None, dict]:
 
 
 def _flops(lowered) -> float:
-    """XLA's FLOP count of the step, plus the MKL custom calls' it cannot see."""
+    """XLA's FLOP count of the step, plus the custom calls' it cannot see."""
     analysis = lowered.cost_analysis()
     if isinstance(analysis, list | tuple):  # Older JAX: one dict per computation.
         analysis = analysis[0]
-    return float(analysis["flops"]) + mkl_matmul.custom_call_flops(lowered.as_text())
+    text = lowered.as_text()
+    custom = mkl_matmul.custom_call_flops(text) + cpu_attention.custom_call_flops(text)
+    return float(analysis["flops"]) + custom
 
 
 def _compile(jitted, *abstract_args):
@@ -258,7 +260,7 @@ def build_forward(setting: Setting, args, mesh) -> CompiledStep:
     model = get_model(
         setting.model, args.num_classes, dtype=DTYPES[setting.dtype], **_model_overrides(args)
     )
-    mkl_matmul.check_mesh(model, mesh)
+    native.check_mesh(model, mesh)
     abstract_params = costs.abstract_params(model, setting.resolution)
     rules = _train_module().default_config().sharding_rules
     param_shardings = sharding.tree_shardings(abstract_params, mesh, rules)
@@ -687,8 +689,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--attention_impl",
         choices=ATTENTION_IMPLS,
         default="auto",
-        help="auto: cuDNN's fused kernel for 16-bit on GPU, MKL's with --matmul_impl=mkl, "
-        "else the explicit softmax; mkl: MKL's kernel (float32 CPU, one device)",
+        help="auto: cuDNN's fused kernel for 16-bit on GPU, the CPU kernel with "
+        "--matmul_impl=mkl, else the explicit softmax; cpu: the fused CPU kernel "
+        "(float32, one device)",
     )
     parser.add_argument(
         "--matmul_impl",

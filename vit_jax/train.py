@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 
 from vit_jax import optim, sharding
 from vit_jax.evaluate.accuracy import correct_and_counted
-from vit_jax.models import get_masked_patch_model, get_model, mkl_matmul
+from vit_jax.models import get_masked_patch_model, get_model, native
 from vit_jax.models.mpp import masked_patch_loss
 from vit_jax.train_state import Checkpoints, TrainState, describe_params
 
@@ -433,7 +433,7 @@ class Trainer:
 def build_trainer(config, num_classes: int, image_shape, mesh) -> Trainer:
     """The Trainer for `config` on images of `image_shape` (H, W, C)."""
     model = make_model(config, num_classes)
-    mkl_matmul.check_mesh(model, mesh)
+    native.check_mesh(model, mesh)
     # Abstract init: shapes only, so nothing big materialises on one device.
     abstract_params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0), image_shape))
     tx, schedule = optim.make_optimizer(config, abstract_params)

@@ -13,7 +13,7 @@ Kinds, from the op's name:
   dot          a matmul or convolution (YNNPACK fusion, or Eigen's `dot.N`)
   copy         a layout copy, transpose, slice or concatenation
   reduce       a reduction on its own
-  custom-call  an FFI custom call (the MKL kernels of --matmul_impl=mkl)
+  custom-call  an FFI custom call (--matmul_impl=mkl, --attention_impl=cpu)
   elementwise  every other fusion (GELU, softmax, LayerNorm, Adam, ...)
 
 Two things to know when reading a trace of XLA:CPU. Some ops run
@@ -51,7 +51,8 @@ def kind(name: str) -> str:
     words = set(re.split(r"[-_.\d]+", name.lower())) - {"fusion", "wrapped", ""}
     if words & {"dot", "ynn", "xnn", "convolution", "onednn"}:
         return "dot"
-    if "ffi" in words or {"custom", "call"} <= words:  # matmul_impl="mkl"'s MKL kernels.
+    # The custom-call kernels: MKL's GEMM, the CPU attention.
+    if "ffi" in words or {"custom", "call"} <= words:
         return "custom-call"
     if words and words <= {"copy", "transpose", "bitcast", "slice", "concatenate"}:
         return "copy"

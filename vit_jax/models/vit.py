@@ -19,22 +19,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax.models import mkl_matmul
+from vit_jax.models import cpu_attention, mkl_matmul
 from vit_jax.models.resnet import ResNetSpec, hybrid_stem
 
 Dtype = Any
 LAYER_NORM_EPSILON = 1e-6  # The official code's value; flax's default is 1e-6 too.
 POSEMB_KINDS = ("learn_1d", "learn_2d", "relative", "none")
 CLASSIFIERS = ("token", "gap")
-# "auto": cuDNN's fused kernel where it serves (16-bit on GPU), MKL's with
-# matmul_impl="mkl", else the explicit softmax; "explicit", "cudnn" and "mkl"
-# ask for one (benchmarks, workarounds). "mkl" is Intel MKL's attention kernel
-# (float32 on the CPU) beside XLA's dense layers: the faster pair on the AMD
-# CPUs, where XLA's own GEMM beats MKL's (docs/performance.md).
-ATTENTION_IMPLS = ("auto", "explicit", "cudnn", "mkl")
-# The dense layers' and the attention's matmuls: XLA's, or Intel MKL through
-# custom calls on the CPU (float32, one device; mkl_matmul.py says when it is
-# faster).
+# "auto": cuDNN's fused kernel where it serves (16-bit on GPU), the fused CPU
+# kernel with matmul_impl="mkl", else the explicit softmax; "explicit",
+# "cudnn" and "cpu" ask for one (benchmarks, workarounds). "cpu" is the
+# project's fused attention kernel (cpu_attention.py: float32, one CPU
+# device) beside XLA's dense layers: the faster pair on the AMD CPUs, where
+# XLA's own GEMM beats MKL's (docs/performance.md).
+ATTENTION_IMPLS = ("auto", "explicit", "cudnn", "cpu")
+# The dense layers' matmuls: XLA's, or Intel MKL through a custom call on
+# the CPU (float32, one device; mkl_matmul.py says when it is faster).
 MATMUL_IMPLS = ("xla", "mkl")
 
 xavier_uniform = nn.initializers.xavier_uniform()
@@ -189,10 +189,11 @@ class MultiHeadDotProductAttention(nn.Module):
     With `attention_impl="auto"`, 16-bit compute on GPU without attention
     dropout, bias or a request for the maps goes through cuDNN's fused flash
     attention (`jax.nn.dot_product_attention`), float32 on the CPU with
-    `matmul_impl="mkl"` through MKL's attention kernel; everything else
-    computes the softmax explicitly, head-major. "cudnn" asks for the fused
-    kernel on any dtype, "mkl" for MKL's kernel whatever the dense layers
-    use, "explicit" for neither; none changes the parameters.
+    `matmul_impl="mkl"` through the fused CPU kernel (cpu_attention.py);
+    everything else computes the softmax explicitly, head-major. "cudnn"
+    asks for cuDNN's kernel on any dtype, "cpu" for the CPU kernel whatever
+    the dense layers use, "explicit" for neither; none changes the
+    parameters.
     """
 
     num_heads: int
@@ -219,11 +220,13 @@ class MultiHeadDotProductAttention(nn.Module):
         # The fused kernels have no maps to show, and no dropout or bias here.
         plain = not (wants_maps or uses_dropout or bias is not None)
         fused = wanted and plain
-        # MKL's kernel reads the projections' (B, T, heads, h) output in place;
-        # "auto" follows the dense layers' matmul_impl.
-        asked = self.matmul_impl if self.attention_impl == "auto" else self.attention_impl
-        mkl = plain and not fused and mkl_matmul.wanted(asked, self.dtype)
-        head_major = not (fused or mkl)
+        # The CPU kernel reads the projections' (B, T, heads, h) output in
+        # place; "auto" takes it beside MKL's dense layers.
+        asked = self.attention_impl
+        if asked == "auto" and self.matmul_impl == "mkl":
+            asked = "cpu"
+        on_cpu = plain and not fused and cpu_attention.wanted(asked, self.dtype)
+        head_major = not (fused or on_cpu)
         project = lambda name: HeadProjection(  # noqa: E731
             self.num_heads,
             head_dim,
@@ -241,8 +244,8 @@ class MultiHeadDotProductAttention(nn.Module):
             # materialises a (B, N, T, T) constant for the scale. Equal bits
             # for head_dim 64 (a power-of-two scale); speed level (A/B).
             query = query / jnp.sqrt(head_dim).astype(self.dtype)
-            if mkl:
-                out = mkl_matmul.attention(query, key, value, True)
+            if on_cpu:
+                out = cpu_attention.attention(query, key, value, True)
             else:
                 out = self._explicit_softmax(query, key, value, bias, wants_maps, uses_dropout)
         return HeadMerge(
