@@ -55,13 +55,15 @@ inline float SoftmaxExp(float x) {
 // registers. Single-threaded MKL ran these shapes (197 × 197 × 64 and
 // 197 × 64 × 197) at 78-89 GFLOP/s on the AMD EPYC VM where this kernel runs
 // them at 98-110 (docs/performance.md).
+// The register block is kRows × kVecs accumulators: 24 of AVX-512's 32
+// registers, 12 of AVX2's 16 (the B vectors and the broadcast take the rest).
 #ifdef __AVX512F__
-constexpr int kLanes = 16;
+constexpr int kLanes = 16, kVecs = 4;
 #else
-constexpr int kLanes = 8;
+constexpr int kLanes = 8, kVecs = 2;
 #endif
+constexpr int kRows = 6;
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
-constexpr int kRows = 6, kVecs = 4;
 
 // Loads and stores of one vector; `lanes` < kLanes touches only that many
 // floats (a head width that is not a multiple of the vector width).
@@ -147,18 +149,16 @@ void ColumnOf(int width, int m, const Operands& o) {
   }
 }
 
-// C (m × n) = A (m × k) · B (k × n). Column blocks are kVecs vectors wide;
-// a remainder of one vector is spread over the last blocks (3 + 3 + 3 for
-// 13 vectors, not 4 + 4 + 4 + 1), a 1-vector block being bound by its loads.
+// C (m × n) = A (m × k) · B (k × n), in as few column blocks of at most
+// kVecs vectors as there can be, of even widths: 13 vectors at kVecs 4 are
+// 4 + 3 + 3 + 3, not 4 + 4 + 4 + 1 (a 1-vector block is bound by its loads).
 void SmallGemm(int m, int n, int k, const float* a, int64_t ars, int64_t aps, const float* b,
                int64_t ldb, float* c, int64_t ldc) {
   const int vectors = (n + kLanes - 1) / kLanes;
   const int tail = n - (vectors - 1) * kLanes;
   Operands o{a, ars, aps, b, ldb, c, ldc, k, tail};
-  for (int left = vectors; left > 0;) {
-    int width = left < kVecs ? left : kVecs;
-    if (left > kVecs && left < 2 * kVecs) width = (left + 1) / 2;  // 5-7 → 3+2, 3+3, 4+3
-    if (left >= 2 * kVecs && left % kVecs == 1) width = kVecs - 1;
+  for (int left = vectors, blocks = (vectors + kVecs - 1) / kVecs; left > 0; --blocks) {
+    const int width = (left + blocks - 1) / blocks;
     left -= width;
     if (left == 0 && tail != kLanes) {
       ColumnOf<true>(width, m, o);
