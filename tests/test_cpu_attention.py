@@ -1,13 +1,15 @@
-"""attention_impl="cpu"'s kernel alone: softmax(q·kᵀ)·v and its gradients
-equal the explicit softmax's at odd sizes, peaked logits and the models'
-own head shapes; its FLOPs are counted; bad operands fail clearly."""
+"""attention_impl="cpu"'s kernel: softmax(q·kᵀ)·v and its gradients equal
+the explicit softmax's at odd sizes, peaked logits and the models' own head
+shapes; its FLOPs are counted; bad operands fail clearly; "auto" takes it
+for float32 on a lone CPU device and keeps XLA's softmax where it cannot
+build."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax.models import cpu_attention
+from vit_jax.models import cpu_attention, get_model
 
 
 def random(shape, seed):
@@ -85,3 +87,34 @@ def test_custom_call_flops_are_counted():
     assert cpu_attention.custom_call_flops(attention.lower(tokens_first).as_text()) == (
         6 * 2 * 6 * 5 * 5 * 4
     )
+
+
+def kernel_calls(model) -> int:
+    images = jnp.zeros((2, 16, 16, 3))
+    params = model.init(jax.random.key(0), images)["params"]
+    lowered = jax.jit(lambda p: model.apply({"params": p}, images)).lower(params)
+    return lowered.as_text().count(f"@{cpu_attention.TARGET}(")
+
+
+def test_auto_takes_the_kernel_for_float32_on_a_lone_cpu_device(monkeypatch):
+    auto = get_model("testing", num_classes=5)  # Two blocks, attention_impl="auto".
+    assert kernel_calls(auto) == 0  # The suite's 8 simulated devices: XLA's softmax.
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
+    assert kernel_calls(auto) == 2
+    assert kernel_calls(get_model("testing", num_classes=5, dtype=jnp.bfloat16)) == 0
+    assert kernel_calls(get_model("testing", num_classes=5, attention_impl="explicit")) == 0
+
+
+def test_auto_keeps_xlas_softmax_where_the_kernel_cannot_build(monkeypatch, caplog):
+    def no_compiler():
+        raise RuntimeError("attention_impl='cpu' compiles a small C++ custom call: install ...")
+
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
+    monkeypatch.setattr(cpu_attention, "load", no_compiler)
+    cpu_attention._builds.cache_clear()
+    try:
+        with caplog.at_level("WARNING"):
+            assert kernel_calls(get_model("testing", num_classes=5)) == 0
+    finally:
+        cpu_attention._builds.cache_clear()
+    assert "keeps XLA's softmax: attention_impl='cpu' compiles" in caplog.text

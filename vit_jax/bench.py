@@ -689,9 +689,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--attention_impl",
         choices=ATTENTION_IMPLS,
         default="auto",
-        help="auto: cuDNN's fused kernel for 16-bit on GPU, the CPU kernel with "
-        "--matmul_impl=mkl, else the explicit softmax; cpu: the fused CPU kernel "
-        "(float32, one device)",
+        help="auto: cuDNN's fused kernel for 16-bit on GPU, the fused CPU kernel for "
+        "float32 on one CPU device, else the explicit softmax; cpu: the CPU kernel",
     )
     parser.add_argument(
         "--matmul_impl",

@@ -18,6 +18,7 @@ weights and an additive bias take the explicit softmax.
 """
 
 import functools
+import logging
 import pathlib
 import re
 
@@ -40,6 +41,24 @@ def wanted(impl: str, dtype) -> bool:
     """Whether the attention takes this kernel: asked for (`impl` is the
     model's attention_impl, "auto" resolved), float32, on the CPU."""
     return impl == "cpu" and jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
+
+
+def serves_by_default(dtype) -> bool:
+    """What attention_impl="auto" asks: float32 on a CPU backend of one
+    device (custom calls are not partitioned, and a multi-device mesh is the
+    caller's to choose), where the kernel builds."""
+    lone_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
+    return lone_cpu and jnp.dtype(dtype) == jnp.float32 and _builds()
+
+
+@functools.cache
+def _builds() -> bool:
+    try:
+        load()
+    except RuntimeError as error:  # No compiler, or the build failed: say so once.
+        logging.warning("attention_impl='auto' keeps XLA's softmax: %s", error)
+        return False
+    return True
 
 
 @functools.cache

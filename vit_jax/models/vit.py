@@ -27,11 +27,11 @@ LAYER_NORM_EPSILON = 1e-6  # The official code's value; flax's default is 1e-6 t
 POSEMB_KINDS = ("learn_1d", "learn_2d", "relative", "none")
 CLASSIFIERS = ("token", "gap")
 # "auto": cuDNN's fused kernel where it serves (16-bit on GPU), the fused CPU
-# kernel with matmul_impl="mkl", else the explicit softmax; "explicit",
-# "cudnn" and "cpu" ask for one (benchmarks, workarounds). "cpu" is the
-# project's fused attention kernel (cpu_attention.py: float32, one CPU
-# device) beside XLA's dense layers: the faster pair on the AMD CPUs, where
-# XLA's own GEMM beats MKL's (docs/performance.md).
+# kernel for float32 on a CPU backend of one device (or with
+# matmul_impl="mkl"), else the explicit softmax; "explicit", "cudnn" and
+# "cpu" ask for one (benchmarks, workarounds). "cpu" is the project's own
+# kernel (cpu_attention.py), 2.5-3.3× XLA's softmax path on the attention
+# alone, 4-10% of a ViT-B/16 step (docs/performance.md).
 ATTENTION_IMPLS = ("auto", "explicit", "cudnn", "cpu")
 # The dense layers' matmuls: XLA's, or Intel MKL through a custom call on
 # the CPU (float32, one device; mkl_matmul.py says when it is faster).
@@ -188,8 +188,9 @@ class MultiHeadDotProductAttention(nn.Module):
 
     With `attention_impl="auto"`, 16-bit compute on GPU without attention
     dropout, bias or a request for the maps goes through cuDNN's fused flash
-    attention (`jax.nn.dot_product_attention`), float32 on the CPU with
-    `matmul_impl="mkl"` through the fused CPU kernel (cpu_attention.py);
+    attention (`jax.nn.dot_product_attention`), float32 on a CPU backend of
+    one device (or with `matmul_impl="mkl"`) through the fused CPU kernel
+    (cpu_attention.py; XLA's path where no C++ compiler can build it);
     everything else computes the softmax explicitly, head-major. "cudnn"
     asks for cuDNN's kernel on any dtype, "cpu" for the CPU kernel whatever
     the dense layers use, "explicit" for neither; none changes the
@@ -221,9 +222,11 @@ class MultiHeadDotProductAttention(nn.Module):
         plain = not (wants_maps or uses_dropout or bias is not None)
         fused = wanted and plain
         # The CPU kernel reads the projections' (B, T, heads, h) output in
-        # place; "auto" takes it beside MKL's dense layers.
+        # place; "auto" takes it for float32 on a lone CPU device.
         asked = self.attention_impl
-        if asked == "auto" and self.matmul_impl == "mkl":
+        if asked == "auto" and (
+            self.matmul_impl == "mkl" or cpu_attention.serves_by_default(self.dtype)
+        ):
             asked = "cpu"
         on_cpu = plain and not fused and cpu_attention.wanted(asked, self.dtype)
         head_major = not (fused or on_cpu)
