@@ -1,4 +1,5 @@
-"""Fused float32 attention for XLA:CPU (`attention_impl="cpu"`).
+"""Fused float32 attention for XLA:CPU: `attention_impl="cpu"`, and what
+"auto" takes for float32 on a CPU backend of one device (`serves_by_default`).
 
 Why: XLA:CPU runs the attention's per-head products (197 × 64 × 197 for
 ViT-B/16) at a third of its dense layers' rate or less (40-100 GFLOP/s,
@@ -8,12 +9,14 @@ head at a time with its T × T weights in cache, heads in parallel, the
 products in a register-blocked GEMM of its own (98-110 GFLOP/s a core on
 the AMD EPYC VM, where single-threaded MKL ran them at 78-89) and the
 softmax's exp in a vectorised polynomial. The projections' (B, T, N, h)
-output is read and written in place. With XLA's dense layers this was the
-fastest ViT-B/16 forward and train step on the AMD CPUs (1.30-1.34 and
-1.15-1.18 of timm's), and it serves the attention of `matmul_impl="mkl"`.
+output is read and written in place. On the attention alone XLA's softmax
+path took 1.6-3.3× its time at every size tried; with XLA's dense layers it
+gave the fastest ViT-B/16 forward and train step on the AMD CPUs (1.16-1.34
+and 1.14-1.18 of timm's). It serves the attention of `matmul_impl="mkl"` too.
 
-Scope: float32 on the CPU backend, one device (`native.check_mesh`); the
-model keeps XLA's ops elsewhere (`wanted`). Attention maps, dropout on the
+Scope: float32 on the CPU backend, one device (`native.check_mesh` refuses
+an explicit "cpu" on a larger mesh; "auto" keeps XLA's softmax there, and
+where no C++ compiler can build the kernel). Attention maps, dropout on the
 weights and an additive bias take the explicit softmax.
 """
 
