@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax.models import cpu_attention, get_model
+from vit_jax.models import costs, cpu_attention, get_model
 
 
 def random(shape, seed):
@@ -118,3 +118,15 @@ def test_auto_keeps_xlas_softmax_where_the_kernel_cannot_build(monkeypatch, capl
     finally:
         cpu_attention._builds.cache_clear()
     assert "keeps XLA's softmax: attention_impl='cpu' compiles" in caplog.text
+
+
+def test_model_flop_counts_see_into_the_kernel(monkeypatch):
+    # XLA's cost analysis counts a custom call as zero; costs.forward_flops
+    # (model FLOPs, MFU, the compute studies' exaFLOPs) adds the kernel's.
+    model = get_model("ViT-Ti_16", num_classes=10)
+    explicit = costs.forward_flops(model, 224)  # 8 simulated devices: XLA's softmax.
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
+    with_kernel = costs.forward_flops(model, 224)
+    # Equal but for the softmax's own elementwise FLOPs, which XLA counts.
+    assert with_kernel == pytest.approx(explicit, rel=0.01)
+    assert with_kernel < explicit

@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 
 from vit_jax import host_memory, sharding, xla_flags
-from vit_jax.models import costs, cpu_attention, get_model, mkl_matmul, model_kwargs, native
+from vit_jax.models import costs, get_model, mkl_matmul, model_kwargs, native
 from vit_jax.models.vit import ATTENTION_IMPLS, MATMUL_IMPLS
 
 MODES = ("forward", "train")
@@ -193,12 +193,7 @@ def _memory(compiled) -> tuple[int | None, dict]:
 
 def _flops(lowered) -> float:
     """XLA's FLOP count of the step, plus the custom calls' it cannot see."""
-    analysis = lowered.cost_analysis()
-    if isinstance(analysis, list | tuple):  # Older JAX: one dict per computation.
-        analysis = analysis[0]
-    text = lowered.as_text()
-    custom = mkl_matmul.custom_call_flops(text) + cpu_attention.custom_call_flops(text)
-    return float(analysis["flops"]) + custom
+    return costs.lowered_flops(lowered)
 
 
 def _compile(jitted, *abstract_args):

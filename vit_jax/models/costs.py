@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax.models import cpu_attention, mkl_matmul
+
 
 def abstract_params(model, resolution: int | tuple[int, int], channels: int = 3):
     """The parameter tree as ShapeDtypeStructs: nothing is allocated."""
@@ -34,10 +36,19 @@ def forward_flops(
     params = abstract_params(model, (height, width), channels)
     images = jax.ShapeDtypeStruct((batch_size, height, width, channels), jnp.float32)
     lowered = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False)).lower(params, images)
+    return lowered_flops(lowered)
+
+
+def lowered_flops(lowered) -> float:
+    """XLA's FLOP count of a lowered computation, plus those of the project's
+    custom calls (the CPU attention kernel, MKL's GEMM), which XLA counts as
+    zero: it cannot see into them."""
     costs = lowered.cost_analysis()
     if isinstance(costs, list | tuple):  # Older JAX: one dict per computation.
         costs = costs[0]
-    return float(costs["flops"])
+    text = lowered.as_text()
+    custom = mkl_matmul.custom_call_flops(text) + cpu_attention.custom_call_flops(text)
+    return float(costs["flops"]) + custom
 
 
 def pretraining_exaflops(forward_flops_per_image: float, images_seen: float) -> float:
