@@ -1,8 +1,8 @@
 """attention_impl="cpu"'s kernel: softmax(q·kᵀ)·v and its gradients equal
 the explicit softmax's at odd sizes, peaked logits and the models' own head
-shapes; its FLOPs are counted; bad operands fail clearly; "auto" takes it
-for float32 on a lone CPU device and keeps XLA's softmax where it cannot
-build."""
+shapes, and under remat; its FLOPs are counted; bad operands fail
+clearly; "auto" takes it for float32 on a lone CPU device and keeps XLA's
+softmax where it cannot build."""
 
 import jax
 import jax.numpy as jnp
@@ -130,3 +130,24 @@ def test_model_flop_counts_see_into_the_kernel(monkeypatch):
     # Equal but for the softmax's own elementwise FLOPs, which XLA counts.
     assert with_kernel == pytest.approx(explicit, rel=0.01)
     assert with_kernel < explicit
+
+
+def test_kernel_under_remat_gives_xlas_gradients():
+    # jax.checkpoint recomputes the blocks in the backward: the kernel's
+    # custom VJP must run again inside the rematerialised forward.
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+
+    def grads(attention_impl):
+        model = get_model("testing", num_classes=5, remat=True, attention_impl=attention_impl)
+        params = model.init(jax.random.key(1), images)["params"]
+        params = jax.tree.map(lambda p: p + 0.05 * jnp.ones_like(p), params)
+        loss = lambda p: jnp.sum(model.apply({"params": p}, images, train=True) ** 2)  # noqa: E731
+        step = jax.jit(jax.grad(loss))
+        calls = step.lower(params).as_text().count(f"@{cpu_attention.TARGET}_backward(")
+        assert calls == (2 if attention_impl == "cpu" else 0)  # One a block.
+        return step(params)
+
+    for got, expected in zip(
+        jax.tree.leaves(grads("cpu")), jax.tree.leaves(grads("explicit")), strict=True
+    ):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
