@@ -191,11 +191,6 @@ def _memory(compiled) -> tuple[int | None, dict]:
     return peak, sizes
 
 
-def _flops(lowered) -> float:
-    """XLA's FLOP count of the step, plus the custom calls' it cannot see."""
-    return costs.lowered_flops(lowered)
-
-
 def _compile(jitted, *abstract_args):
     start = time.perf_counter()
     lowered = jitted.lower(*abstract_args)
@@ -272,7 +267,7 @@ def build_forward(setting: Setting, args, mesh) -> CompiledStep:
     )
     peak, sizes = _memory(compiled)
     if args.compile_only:
-        return CompiledStep(None, seconds, _flops(lowered), peak, sizes)
+        return CompiledStep(None, seconds, costs.lowered_flops(lowered), peak, sizes)
     params = jax.jit(
         lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape[1:])))["params"],
         out_shardings=param_shardings,
@@ -284,7 +279,7 @@ def build_forward(setting: Setting, args, mesh) -> CompiledStep:
             out = compiled(params, images)
         out.block_until_ready()
 
-    return CompiledStep(run, seconds, _flops(lowered), peak, sizes, compiled)
+    return CompiledStep(run, seconds, costs.lowered_flops(lowered), peak, sizes, compiled)
 
 
 def build_train(setting: Setting, args, mesh) -> CompiledStep:
@@ -304,7 +299,7 @@ def build_train(setting: Setting, args, mesh) -> CompiledStep:
     )
     peak, sizes = _memory(compiled)
     if args.compile_only:
-        return CompiledStep(None, seconds, _flops(lowered), peak, sizes)
+        return CompiledStep(None, seconds, costs.lowered_flops(lowered), peak, sizes)
     holder = {"state": trainer.init_state(config.seed)}
     labels = np.eye(args.num_classes, dtype=np.float32)[np.arange(setting.batch) % args.num_classes]
     batch = {
@@ -319,7 +314,7 @@ def build_train(setting: Setting, args, mesh) -> CompiledStep:
         jax.block_until_ready((state, metrics))
         holder["state"] = state
 
-    return CompiledStep(run, seconds, _flops(lowered), peak, sizes, compiled)
+    return CompiledStep(run, seconds, costs.lowered_flops(lowered), peak, sizes, compiled)
 
 
 # ---------------------------------------------------------------- timm's steps
