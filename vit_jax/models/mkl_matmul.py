@@ -14,7 +14,8 @@ Scope: float32 on the CPU backend, one device (`native.check_mesh`); other
 dtypes and backends keep XLA's ops (`wanted`). On the AMD EPYC VMs XLA's
 GEMM was the faster one (MKL's dense layers 0.89-0.95 of timm's speed where
 XLA's reach 1.10-1.22), which is why it is opt-in, not the default; there
-`attention_impl="cpu"` beside XLA's dense layers is the fast pair.
+the default, XLA's dense layers beside the fused CPU attention, is the fast
+pair.
 """
 
 import functools

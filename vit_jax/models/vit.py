@@ -30,8 +30,8 @@ CLASSIFIERS = ("token", "gap")
 # kernel for float32 on a CPU backend of one device (or with
 # matmul_impl="mkl"), else the explicit softmax; "explicit", "cudnn" and
 # "cpu" ask for one (benchmarks, workarounds). "cpu" is the project's own
-# kernel (cpu_attention.py), 2.5-3.3× XLA's softmax path on the attention
-# alone, 4-10% of a ViT-B/16 step (docs/performance.md).
+# kernel (cpu_attention.py): XLA's softmax path took 1.6-3.3× its time on the
+# attention alone, a ViT-B/16 step 1.03-1.10× (docs/performance.md).
 ATTENTION_IMPLS = ("auto", "explicit", "cudnn", "cpu")
 # The dense layers' matmuls: XLA's, or Intel MKL through a custom call on
 # the CPU (float32, one device; mkl_matmul.py says when it is faster).
