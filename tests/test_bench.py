@@ -143,3 +143,16 @@ def test_train_step_benchmark_needs_no_tensorflow(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (record,) = [json.loads(line) for line in results.read_text().splitlines()]
     assert record["mode"] == "train" and record["images_per_s"] > 0
+
+
+def test_compare_official_times_it_beside_ours(tmp_path, capsys):
+    (forward, train), _ = run_bench(
+        tmp_path, "--batch=8", "--mode=forward,train", "--compare=official"
+    )
+    for record in (forward, train):
+        assert record["official_images_per_s"] > 0 and record["ratio_vs_official"] > 0
+        assert len(record["ratio_vs_official_rounds"]) == 1  # One round.
+    assert capsys.readouterr().out.count("ours/official") == 2
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--compare=timm,pytorch"])
+    assert bench.parse_args(["--compare=none"]).compare == []

@@ -1,7 +1,7 @@
 """How fast is the model where it runs, and how close to the hardware's peak?
 
     python -m vit_jax.bench --model=ViT-B_16 --batch=8 --resolution=224 \
-        --mode=forward,train [--dtype=float32,bfloat16] [--compare=timm]
+        --mode=forward,train [--dtype=float32,bfloat16] [--compare=timm,official]
 
 For every configuration (the product of the comma-separated lists) it prints
 and appends to a JSON-lines file:
@@ -23,7 +23,11 @@ and appends to a JSON-lines file:
 (PyTorch, on the GPU when JAX runs on one; `make bench-deps` installs both
 on CPU machines, they are not project dependencies) and times it
 interleaved with ours, round by round, so that the ratio ours/timm stays
-fair on a loaded machine. `--compile_only` skips timing:
+fair on a loaded machine. `--compare=official` times, interleaved the same
+way, the official vision_transformer code's formulation of the same model
+(stock flax.linen layers: vit_jax/official_vit.py) on the same parameters,
+inside the same jitted forward or trainer step: what vit_jax's own
+computation buys. `--compile_only` skips timing:
 with `--mesh=fsdp:8` on 8 simulated devices it shows what FSDP does to the
 per-device memory of a model too large to run here (e.g. ViT-H/14).
 """
@@ -46,11 +50,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vit_jax import host_memory, sharding, xla_flags
+from vit_jax import host_memory, official_vit, sharding, xla_flags
 from vit_jax.models import costs, get_model, mkl_matmul, model_kwargs, native
 from vit_jax.models.vit import ATTENTION_IMPLS, MATMUL_IMPLS
 
 MODES = ("forward", "train")
+PEERS = ("timm", "official")  # What --compare can time beside ours.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 DEFAULT_RESULTS = os.path.join("experiments", "bench", "results.jsonl")
 INSTALL_HINT = "install PyTorch and timm into the venv with `make bench-deps`"
@@ -245,11 +250,13 @@ def _model_overrides(args) -> dict:
     return overrides
 
 
-def build_forward(setting: Setting, args, mesh) -> CompiledStep:
-    """The jitted inference forward, params laid out by the trainer's rules."""
-    model = get_model(
-        setting.model, args.num_classes, dtype=DTYPES[setting.dtype], **_model_overrides(args)
-    )
+def build_forward(setting: Setting, args, mesh, model=None) -> CompiledStep:
+    """The jitted inference forward, params laid out by the trainer's rules;
+    `model` replaces ours (the official-formulation baseline)."""
+    if model is None:
+        model = get_model(
+            setting.model, args.num_classes, dtype=DTYPES[setting.dtype], **_model_overrides(args)
+        )
     native.check_mesh(model, mesh)
     abstract_params = costs.abstract_params(model, setting.resolution)
     rules = _train_module().default_config().sharding_rules
@@ -282,11 +289,12 @@ def build_forward(setting: Setting, args, mesh) -> CompiledStep:
     return CompiledStep(run, seconds, costs.lowered_flops(lowered), peak, sizes, compiled)
 
 
-def build_train(setting: Setting, args, mesh) -> CompiledStep:
-    """The trainer's step, jitted exactly as train_and_evaluate jits it."""
+def build_train(setting: Setting, args, mesh, model=None) -> CompiledStep:
+    """The trainer's step, jitted exactly as train_and_evaluate jits it;
+    `model` replaces ours (the official-formulation baseline)."""
     config = train_config(setting, args)
     image_shape = (setting.resolution, setting.resolution, 3)
-    trainer = _train_module().build_trainer(config, args.num_classes, image_shape, mesh)
+    trainer = _train_module().build_trainer(config, args.num_classes, image_shape, mesh, model)
     data_sharding = sharding.batch_sharding(mesh)
     batch_abstract = {
         "image": jax.ShapeDtypeStruct((setting.batch, *image_shape), jnp.float32),
@@ -517,6 +525,12 @@ def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> d
     if args.compile_only:
         return record
     runners = {"vit_jax": ours.run}
+    if "official" in args.compare:
+        # Same trainer (or jitted forward), same shardings: only the model differs.
+        official = official_vit.get_official_model(
+            setting.model, args.num_classes, dtype=DTYPES[setting.dtype]
+        )
+        runners["official"] = build(setting, args, mesh, official).run
     if worker is not None:
         runners["timm"], timm_params = worker.runner(setting, args.num_classes)
         if timm_params != num_params:  # Same architecture, or the ratio means nothing.
@@ -552,14 +566,18 @@ def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> d
         mfu=utilisation(model_flops),
         xla_flops_utilisation=utilisation(ours.xla_flops),
     )
-    if "timm" in times:
+    for peer in PEERS:
+        if peer not in times:
+            continue
         # Paired per round: each ratio compares two runs made back to back.
-        ratios = [t / o for o, t in zip(times["vit_jax"], times["timm"], strict=True)]
+        ratios = [t / o for o, t in zip(times["vit_jax"], times[peer], strict=True)]
         record.update(
-            timm_step_s_rounds=times["timm"],
-            timm_images_per_s=setting.batch / statistics.median(times["timm"]),
-            ratio_vs_timm=statistics.median(ratios),
-            ratio_vs_timm_rounds=ratios,
+            {
+                f"{peer}_step_s_rounds": times[peer],
+                f"{peer}_images_per_s": setting.batch / statistics.median(times[peer]),
+                f"ratio_vs_{peer}": statistics.median(ratios),
+                f"ratio_vs_{peer}_rounds": ratios,
+            }
         )
     return record
 
@@ -624,12 +642,14 @@ def format_record(record: dict) -> str:
                 f"{100 * record['xla_flops_utilisation']:.1f}% of the peak "
                 f"{1e3 * record['peak_tflops']:,.1f} GFLOP/s"
             )
-    if "ratio_vs_timm" in record:
-        lines.append(
-            f"  timm {record['timm_images_per_s']:.2f} img/s | ours/timm "
-            f"{record['ratio_vs_timm']:.3f} (median of rounds "
-            f"{min(record['ratio_vs_timm_rounds']):.3f}-{max(record['ratio_vs_timm_rounds']):.3f})"
-        )
+    for peer in PEERS:
+        if f"ratio_vs_{peer}" in record:
+            rounds = record[f"ratio_vs_{peer}_rounds"]
+            lines.append(
+                f"  {peer} {record[f'{peer}_images_per_s']:.2f} img/s | ours/{peer} "
+                f"{record[f'ratio_vs_{peer}']:.3f} (median of rounds "
+                f"{min(rounds):.3f}-{max(rounds):.3f})"
+            )
     lines.append(f"  load average {record['load_avg_1m_start']:.2f} → {record['load_avg_1m']:.2f}")
     return "\n".join(lines)
 
@@ -662,6 +682,16 @@ def _csv(cast):
     return lambda text: [cast(x) for x in text.split(",") if x]
 
 
+def _peers(text: str) -> list[str]:
+    peers = [] if text == "none" else text.split(",")
+    unknown = [peer for peer in peers if peer not in PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown {', '.join(unknown)}; choose none or from {', '.join(PEERS)}"
+        )
+    return peers
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m vit_jax.bench", description=__doc__.split("\n\n")[0]
@@ -671,7 +701,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=_csv(int), default=[224])
     parser.add_argument("--mode", type=_csv(str), default=["forward", "train"])
     parser.add_argument("--dtype", type=_csv(str), default=["float32"])
-    parser.add_argument("--compare", choices=["none", "timm"], default="none")
+    parser.add_argument(
+        "--compare",
+        type=_peers,
+        default=[],
+        help="none, or a comma-separated list of: timm (PyTorch, `make bench-deps`), "
+        "official (the official code's formulation of the same model: vit_jax/official_vit.py)",
+    )
     parser.add_argument("--num_classes", type=int, default=1000)
     parser.add_argument("--mesh", default="data:-1,fsdp:1", help="config.mesh as name:size,...")
     parser.add_argument("--remat", action="store_true", help="rematerialise encoder blocks")
@@ -724,7 +760,7 @@ def main(argv=None) -> list[dict]:
     if args.timm_worker:
         timm_worker(sys.stdin, sys.stdout)
         return []
-    worker = TimmWorker() if args.compare == "timm" else None
+    worker = TimmWorker() if "timm" in args.compare else None
     try:
         return run_all(args, worker)
     finally:

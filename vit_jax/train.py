@@ -430,9 +430,11 @@ class Trainer:
         return init(jax.random.PRNGKey(seed))
 
 
-def build_trainer(config, num_classes: int, image_shape, mesh) -> Trainer:
-    """The Trainer for `config` on images of `image_shape` (H, W, C)."""
-    model = make_model(config, num_classes)
+def build_trainer(config, num_classes: int, image_shape, mesh, model=None) -> Trainer:
+    """The Trainer for `config` on images of `image_shape` (H, W, C); `model`
+    replaces config's (the benchmark's official-formulation baseline)."""
+    if model is None:
+        model = make_model(config, num_classes)
     native.check_mesh(model, mesh)
     # Abstract init: shapes only, so nothing big materialises on one device.
     abstract_params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0), image_shape))
