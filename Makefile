@@ -36,11 +36,12 @@ clean:
 bench-deps: venv
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 timm==1.0.31
 
-# ViT-B/16 forward and train step against timm on this machine: the defaults
-# (XLA's dense layers, the fused CPU attention kernel), MKL's dense layers
+# ViT-B/16 forward and train step against timm and the official code's
+# formulation (vit_jax/official_vit.py) on this machine: the defaults (XLA's
+# dense layers, the fused CPU attention kernel), MKL's dense layers
 # (matmul_impl=mkl: Intel CPUs) and XLA's softmax instead of the kernel
 # (attention_impl=explicit), then the plot.
-BENCH := $(PY) -m vit_jax.bench --model=ViT-B_16 --batch=8 --resolution=224 --mode=forward,train --compare=timm --rounds=5
+BENCH := $(PY) -m vit_jax.bench --model=ViT-B_16 --batch=8 --resolution=224 --mode=forward,train --compare=timm,official --rounds=5
 bench: bench-deps
 	$(BENCH)
 	$(BENCH) --matmul_impl=mkl
