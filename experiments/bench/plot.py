@@ -1,5 +1,6 @@
-"""Draws the benchmark records of vit_jax.bench: images/s (ours beside timm)
-and model FLOP utilisation, one bar group per configuration.
+"""Draws the benchmark records of vit_jax.bench: images/s (ours beside timm
+and the official formulation, where compared) and model FLOP utilisation,
+one bar group per configuration.
 
     python experiments/bench/plot.py [--results=experiments/bench/results.jsonl]
         [--out=experiments/bench/bench.png]
@@ -64,29 +65,34 @@ def label(record: dict) -> str:
     )
 
 
+# Bars per configuration: ours, then each peer --compare timed beside it.
+RUNNERS = (
+    ("images_per_s", "vit_jax (JAX/XLA)"),
+    ("timm_images_per_s", "timm (PyTorch)"),
+    ("official_images_per_s", "official formulation (stock flax.linen)"),
+)
+
+
 def plot(records: list[dict], out: str) -> None:
     labels = [label(r) for r in records]
     positions = range(len(records))
-    width = 0.38
+    width = 0.8 / len(RUNNERS)
     fig, (speed, mfu) = plt.subplots(1, 2, figsize=(max(10, 3.6 * len(records)), 5))
-    speed.bar(
-        [p - width / 2 for p in positions],
-        [r["images_per_s"] for r in records],
-        width,
-        label="vit_jax (JAX/XLA)",
-    )
-    speed.bar(
-        [p + width / 2 for p in positions],
-        [r.get("timm_images_per_s", 0) for r in records],
-        width,
-        label="timm (PyTorch)",
-    )
+    for i, (field, name) in enumerate(RUNNERS):
+        offset = (i - (len(RUNNERS) - 1) / 2) * width
+        heights = [r.get(field, 0) for r in records]
+        speed.bar([p + offset for p in positions], heights, width, label=name)
     for p, record in zip(positions, records, strict=True):
-        if "ratio_vs_timm" in record:
-            top = max(record["images_per_s"], record["timm_images_per_s"])
-            speed.annotate(f"×{record['ratio_vs_timm']:.2f}", (p, top), ha="center", va="bottom")
+        ratios = [
+            f"×{record[f'ratio_vs_{peer}']:.2f} {peer}"
+            for peer in ("timm", "official")
+            if f"ratio_vs_{peer}" in record
+        ]
+        if ratios:
+            top = max(record.get(field, 0) for field, _ in RUNNERS)
+            speed.annotate("\n".join(ratios), (p, top), ha="center", va="bottom", fontsize=7)
     speed.set_ylabel("images / s")
-    speed.set_title("Throughput (annotated: ours / timm)")
+    speed.set_title("Throughput (annotated: ours / peer)")
     speed.legend()
     mfu.bar(positions, [100 * (r["mfu"] or 0) for r in records], 0.6, color="tab:green")
     mfu.set_ylabel("% of peak")
