@@ -4,6 +4,7 @@ docs/performance.md."""
 
 import importlib.util
 import json
+import pathlib
 import subprocess
 import sys
 import types
@@ -145,7 +146,7 @@ def test_train_step_benchmark_needs_no_tensorflow(tmp_path):
     assert record["mode"] == "train" and record["images_per_s"] > 0
 
 
-def test_compare_official_times_it_beside_ours(tmp_path, capsys):
+def test_compare_official_times_it_beside_ours_and_the_plot_draws_it(tmp_path, capsys):
     (forward, train), _ = run_bench(
         tmp_path, "--batch=8", "--mode=forward,train", "--compare=official"
     )
@@ -153,6 +154,14 @@ def test_compare_official_times_it_beside_ours(tmp_path, capsys):
         assert record["official_images_per_s"] > 0 and record["ratio_vs_official"] > 0
         assert len(record["ratio_vs_official_rounds"]) == 1  # One round.
     assert capsys.readouterr().out.count("ours/official") == 2
+    script = pathlib.Path(__file__).parents[1] / "experiments" / "bench" / "plot.py"
+    spec = importlib.util.spec_from_file_location("plot", script)
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    out = tmp_path / "bench.png"
+    plot.main([f"--results={tmp_path / 'results.jsonl'}", f"--out={out}"])
+    assert out.stat().st_size > 10_000  # A drawn figure, not an empty file.
+    assert "(2 configurations)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench.parse_args(["--compare=timm,pytorch"])
     assert bench.parse_args(["--compare=none"]).compare == []
