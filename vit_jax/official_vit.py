@@ -49,25 +49,31 @@ class OfficialEncoderBlock(nn.Module):
         )(y, y)
         x = x + dropout(y)
         y = nn.LayerNorm(dtype=self.dtype)(x)
-        y = OfficialMlp(self.mlp_dim, self.dtype, self.approximate_gelu, name="MlpBlock_0")(y)
-        return x + dropout(y)
+        mlp = OfficialMlp(
+            self.mlp_dim, self.dtype, self.dropout_rate, self.approximate_gelu, name="MlpBlock_0"
+        )
+        return x + mlp(y, deterministic=deterministic)
 
 
 class OfficialMlp(nn.Module):
+    """Dense → GELU → dropout → Dense → dropout."""
+
     mlp_dim: int
     dtype: Any
+    dropout_rate: float
     approximate_gelu: bool
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, *, deterministic: bool):
+        dropout = functools.partial(nn.Dropout(self.dropout_rate), deterministic=deterministic)
         dense = functools.partial(
             nn.Dense,
             dtype=self.dtype,
             kernel_init=nn.initializers.xavier_uniform(),
             bias_init=nn.initializers.normal(stddev=1e-6),
         )
-        y = nn.gelu(dense(self.mlp_dim)(x), approximate=self.approximate_gelu)
-        return dense(x.shape[-1])(y)
+        y = dropout(nn.gelu(dense(self.mlp_dim)(x), approximate=self.approximate_gelu))
+        return dropout(dense(x.shape[-1])(y))
 
 
 class OfficialPositionEmbs(nn.Module):
