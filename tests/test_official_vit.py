@@ -48,7 +48,7 @@ def test_same_outputs_as_ours_on_the_same_parameters(attention_impl):
     assert 1e-6 < difference < 1e-3 * float(np.abs(logits).max())
 
 
-def test_train_mode_applies_dropout_like_ours():
+def test_train_mode_applies_dropout():
     official = get_official_model("testing", 10, dropout_rate=0.5)
     params = perturbed_params(official)
     rngs = {"dropout": jax.random.key(3)}

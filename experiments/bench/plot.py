@@ -65,31 +65,29 @@ def label(record: dict) -> str:
     )
 
 
-# Bars per configuration: ours, then each peer --compare timed beside it.
-RUNNERS = (
-    ("images_per_s", "vit_jax (JAX/XLA)"),
-    ("timm_images_per_s", "timm (PyTorch)"),
-    ("official_images_per_s", "official formulation (stock flax.linen)"),
-)
+# The peers vit_jax.bench --compare times beside ours, as its records name them.
+PEERS = (("timm", "timm (PyTorch)"), ("official", "official formulation (stock flax.linen)"))
 
 
 def plot(records: list[dict], out: str) -> None:
     labels = [label(r) for r in records]
     positions = range(len(records))
-    width = 0.8 / len(RUNNERS)
+    bars = [("images_per_s", "vit_jax (JAX/XLA)")]
+    bars += [(f"{peer}_images_per_s", name) for peer, name in PEERS]
+    width = 0.8 / len(bars)
     fig, (speed, mfu) = plt.subplots(1, 2, figsize=(max(10, 3.6 * len(records)), 5))
-    for i, (field, name) in enumerate(RUNNERS):
-        offset = (i - (len(RUNNERS) - 1) / 2) * width
+    for i, (field, name) in enumerate(bars):
+        offset = (i - (len(bars) - 1) / 2) * width
         heights = [r.get(field, 0) for r in records]
         speed.bar([p + offset for p in positions], heights, width, label=name)
     for p, record in zip(positions, records, strict=True):
         ratios = [
             f"×{record[f'ratio_vs_{peer}']:.2f} {peer}"
-            for peer in ("timm", "official")
+            for peer, _ in PEERS
             if f"ratio_vs_{peer}" in record
         ]
         if ratios:
-            top = max(record.get(field, 0) for field, _ in RUNNERS)
+            top = max(record.get(field, 0) for field, _ in bars)
             speed.annotate("\n".join(ratios), (p, top), ha="center", va="bottom", fontsize=7)
     speed.set_ylabel("images / s")
     speed.set_title("Throughput (annotated: ours / peer)")
