@@ -1,10 +1,12 @@
-# `make test` and `make run` build .venv from requirements.txt on first use.
+# `make run` builds .venv from requirements.txt on first use; `make test` adds
+# requirements-dev.txt (pytest, ruff, the notebook's kernel).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: venv test lint run clean bench-deps bench device-wheels
+.PHONY: venv test lint run clean kernels bench-deps bench device-wheels
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +15,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
 venv: $(STAMP)
 
-lint: venv
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
@@ -30,25 +36,27 @@ run: venv
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache .ruff_cache
 
-# PyTorch + timm for `python -m vit_jax.bench --compare=timm` only (not project
+# The optional fused CPU attention kernel, built for this CPU: afterwards
+# config.attention="auto" takes it for float32 runs on one CPU device.
+kernels: venv
+	$(PY) -m vit_jax.kernels build
+
+# PyTorch + timm for the benchmark's --compare=timm only (not project
 # dependencies). torch 2.13.0+cpu cannot serve: timm needs torchvision, whose
 # wheels here are CUDA builds that fail to import beside a CPU torch.
 bench-deps: venv
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 timm==1.0.31
 
-# ViT-B/16 forward and train step against timm and the official code's
-# formulation (vit_jax/official_vit.py) on this machine: the defaults (XLA's
-# dense layers, the fused CPU attention kernel), MKL's dense layers
-# (matmul_impl=mkl: Intel CPUs) and XLA's softmax instead of the kernel
-# (attention_impl=explicit), then the plot.
-BENCH := $(PY) -m vit_jax.bench --model=ViT-B_16 --batch=8 --resolution=224 --mode=forward,train --compare=timm,official --rounds=5
+# ViT-B/16 forward and train step beside timm and the official code's
+# formulation (experiments/bench/official_vit.py): XLA's attention (the
+# default), then the optional CPU kernel; then the plot.
+BENCH := $(PY) -m experiments.bench.bench --model=ViT-B_16 --batch=8 --resolution=224 --mode=forward,train --compare=timm,official --rounds=5
 bench: bench-deps
-	$(BENCH)
-	$(BENCH) --matmul_impl=mkl
-	$(BENCH) --attention_impl=explicit
+	$(BENCH) --attention=xla
+	$(BENCH) --attention=cpu
 	$(PY) experiments/bench/plot.py
 
-# Wheels of the pure-Python packages the device tool's GPU image lacks, for
-# experiments/bench/gpu.sh (carry .device with the run).
+# Wheels of the pure-Python packages a GPU machine's image may lack, for
+# experiments/bench/gpu.sh (copy .device along with the repository).
 device-wheels: venv
 	$(VENV)/bin/pip download -q --no-deps -d .device/wheels ml-collections==1.1.0

@@ -1,4 +1,5 @@
-"""An independent plain-numpy forward pass, written from PAPER.md's equations.
+"""An independent plain-numpy forward pass, written from the paper's Eq. 1-4 and
+the official code's layers (its MlpBlock's GELU is flax's tanh form).
 
 It shares no code with vit_jax.models: tests compare the Flax modules with it.
 """
@@ -15,7 +16,9 @@ def layer_norm(x, p, eps=EPS):
     return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
 
 
-def gelu(x):
+def gelu(x, approximate=True):
+    if approximate:  # flax's nn.gelu default, which the official MlpBlock calls.
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
     return 0.5 * x * (1 + erf(x / np.sqrt(2)))
 
 

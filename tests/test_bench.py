@@ -1,4 +1,4 @@
-"""vit_jax.bench at a tiny size: it runs, prints and records every field.
+"""experiments.bench.bench at a tiny size: it runs, prints and records every field.
 Nothing here is timed against a threshold; the real numbers are in
 docs/performance.md."""
 
@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from vit_jax import bench
+from experiments.bench import bench
 from vit_jax.models import costs, get_model
 
 TINY = ["--model=testing", "--resolution=16", "--rounds=1", "--iters=1", "--matmul_sizes=64"]
@@ -52,13 +52,13 @@ def test_forward_and_train_print_and_record_every_field(tmp_path, capsys):
 def test_bfloat16_forward_runs(tmp_path):
     (record,), _ = run_bench(tmp_path, "--batch=8", "--mode=forward", "--dtype=bfloat16")
     assert record["dtype"] == "bfloat16" and record["images_per_s"] > 0
-    assert record["attention_impl"] == "auto"
+    assert record["attention"] == "auto" and record["attention_resolved"].startswith("XLA's")
 
 
-def test_attention_impl_reaches_the_train_step(tmp_path, capsys):
-    (record,), _ = run_bench(tmp_path, "--batch=8", "--mode=train", "--attention_impl=explicit")
-    assert record["attention_impl"] == "explicit" and record["images_per_s"] > 0
-    assert "attention explicit" in capsys.readouterr().out
+def test_attention_reaches_the_train_step(tmp_path, capsys):
+    (record,), _ = run_bench(tmp_path, "--batch=8", "--mode=train", "--attention=xla")
+    assert record["attention"] == "xla" and record["images_per_s"] > 0
+    assert "attention xla (XLA's attention (asked for))" in capsys.readouterr().out
 
 
 def test_compare_timm_or_names_the_install_target(tmp_path, capsys):
@@ -130,7 +130,7 @@ class Missing(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {"tensorflow", "tensorflow_datasets", "clu"}:
             raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)")
 sys.meta_path.insert(0, Missing())
-from vit_jax import bench
+from experiments.bench import bench
 bench.main(sys.argv[1:])
 """
 

@@ -4,11 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors
 import safetensors.numpy
 import scipy.ndimage
 import scipy.special
 from flax import traverse_util
 
+from tests.reference_numpy import gelu as gelu_of
 from vit_jax import checkpoint
 from vit_jax.models import get_model
 
@@ -368,9 +370,10 @@ def layer_norm(x, scale, bias, eps=1e-6):
     return (x - mean) / np.sqrt(var + eps) * scale + bias
 
 
-def timm_forward(state, images, num_heads):
+def timm_forward(state, images, num_heads, gelu="exact"):
     """timm's VisionTransformer.forward, in numpy, on a state_dict: NCHW conv
-    weights, torch Linear (out, in) weights, fused qkv split heads-major."""
+    weights, torch Linear (out, in) weights, fused qkv split heads-major;
+    `gelu` "exact" is timm's default nn.GELU(), "tanh" nn.GELU("tanh")."""
     linear = lambda x, name: x @ state[name + ".weight"].T + state[name + ".bias"]  # noqa: E731
     weight = state["patch_embed.proj.weight"]  # (D, C, P, P)
     hidden, channels, patch, _ = weight.shape
@@ -393,7 +396,7 @@ def timm_forward(state, images, num_heads):
         x = x + linear(y, block + "attn.proj")
         y = layer_norm(x, state[block + "norm2.weight"], state[block + "norm2.bias"])
         y = linear(y, block + "mlp.fc1")
-        y = 0.5 * y * (1 + scipy.special.erf(y / np.sqrt(2)))  # Exact GELU, as nn.GELU().
+        y = gelu_of(y, approximate=gelu == "tanh")
         x = x + linear(y, block + "mlp.fc2")
     x = layer_norm(x, state["norm.weight"], state["norm.bias"])
     x = x[:, 0] if "cls_token" in state else x.mean(1)
@@ -424,11 +427,17 @@ def test_timm_export_maps_every_param_and_imports_back_exactly(tmp_path, variant
     assert set(state) == expected_keys
     assert sum(v.size for v in state.values()) == sum(v.size for v in flat(params).values())
     assert_trees_equal(checkpoint.import_timm(path), params)
-    # The tensors mean what timm means by them: its forward gives our logits.
+    # The tensors mean what timm means by them: its forward gives our logits,
+    # with the GELU form the file's metadata names.
+    with safetensors.safe_open(path, "np") as file:
+        assert file.metadata()["gelu"] == "tanh"
     images = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3))
-    expected = timm_forward({k: v.astype(np.float64) for k, v in state.items()}, images, 2)
+    state64 = {k: v.astype(np.float64) for k, v in state.items()}
     (ours,) = logits(model, 32, params)
-    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours, timm_forward(state64, images, 2, "tanh"), rtol=1e-5, atol=1e-5)
+    exact = get_model("testing", num_classes=10, gelu="exact", **overrides)
+    (ours_exact,) = logits(exact, 32, params)
+    np.testing.assert_allclose(ours_exact, timm_forward(state64, images, 2), rtol=1e-5, atol=1e-5)
 
 
 def test_timm_import_takes_num_heads_from_argument_model_name_or_metadata(tmp_path):

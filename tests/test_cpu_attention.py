@@ -1,15 +1,16 @@
-"""attention_impl="cpu"'s kernel: softmax(q·kᵀ)·v and its gradients equal
-the explicit softmax's at odd sizes, peaked logits and the models' own head
-shapes, and under remat; its FLOPs are counted; bad operands fail
-clearly; "auto" takes it for float32 on a lone CPU device and keeps XLA's
-softmax where it cannot build."""
+"""The optional CPU attention kernel (config.attention="cpu"): softmax(q·kᵀ)·v
+and its gradients equal the explicit softmax's at odd sizes, peaked logits and
+the models' own head shapes, and under remat; its FLOPs are counted; bad
+operands fail clearly; as a model's attention_fn it changes no parameter."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax.models import costs, cpu_attention, get_model
+from vit_jax.kernels import cpu_attention
+from vit_jax.models import get_model
+from vit_jax.models.attention import dot_product_attention
 
 
 def random(shape, seed):
@@ -96,40 +97,22 @@ def kernel_calls(model) -> int:
     return lowered.as_text().count(f"@{cpu_attention.TARGET}(")
 
 
-def test_auto_takes_the_kernel_for_float32_on_a_lone_cpu_device(monkeypatch):
-    auto = get_model("testing", num_classes=5)  # Two blocks, attention_impl="auto".
-    assert kernel_calls(auto) == 0  # The suite's 8 simulated devices: XLA's softmax.
-    monkeypatch.setattr(jax, "device_count", lambda: 1)
-    assert kernel_calls(auto) == 2
-    assert kernel_calls(get_model("testing", num_classes=5, dtype=jnp.bfloat16)) == 0
-    assert kernel_calls(get_model("testing", num_classes=5, attention_impl="explicit")) == 0
-
-
-def test_auto_keeps_xlas_softmax_where_the_kernel_cannot_build(monkeypatch, caplog):
-    def no_compiler():
-        raise RuntimeError("attention_impl='cpu' compiles a small C++ custom call: install ...")
-
-    monkeypatch.setattr(jax, "device_count", lambda: 1)
-    monkeypatch.setattr(cpu_attention, "load", no_compiler)
-    cpu_attention._builds.cache_clear()
-    try:
-        with caplog.at_level("WARNING"):
-            assert kernel_calls(get_model("testing", num_classes=5)) == 0
-    finally:
-        cpu_attention._builds.cache_clear()
-    assert "keeps XLA's softmax: attention_impl='cpu' compiles" in caplog.text
-
-
-def test_model_flop_counts_see_into_the_kernel(monkeypatch):
-    # XLA's cost analysis counts a custom call as zero; costs.forward_flops
-    # (model FLOPs, MFU, the compute studies' exaFLOPs) adds the kernel's.
-    model = get_model("ViT-Ti_16", num_classes=10)
-    explicit = costs.forward_flops(model, 224)  # 8 simulated devices: XLA's softmax.
-    monkeypatch.setattr(jax, "device_count", lambda: 1)
-    with_kernel = costs.forward_flops(model, 224)
-    # Equal but for the softmax's own elementwise FLOPs, which XLA counts.
-    assert with_kernel == pytest.approx(explicit, rel=0.01)
-    assert with_kernel < explicit
+def test_as_the_models_attention_fn_it_gives_xlas_logits_on_the_same_parameters():
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+    xla = get_model("testing", num_classes=5)
+    fused = get_model("testing", num_classes=5, attention_fn=cpu_attention.attention_fn)
+    params = xla.init(jax.random.key(1), images)["params"]
+    shapes = lambda tree: jax.tree.map(jnp.shape, tree)  # noqa: E731
+    assert shapes(fused.init(jax.random.key(1), images)["params"]) == shapes(params)
+    assert kernel_calls(fused) == 2 and kernel_calls(xla) == 0  # One a block.
+    np.testing.assert_allclose(
+        fused.apply({"params": params}, images), xla.apply({"params": params}, images), atol=1e-5
+    )
+    # Attention maps (analysis) and 16-bit compute take XLA's path.
+    _, maps = fused.apply({"params": params}, images, mutable=["attention"])
+    assert len(jax.tree.leaves(maps)) == 2
+    half = get_model("testing", 5, dtype=jnp.bfloat16, attention_fn=cpu_attention.attention_fn)
+    assert kernel_calls(half) == 0
 
 
 def test_kernel_under_remat_gives_xlas_gradients():
@@ -137,17 +120,19 @@ def test_kernel_under_remat_gives_xlas_gradients():
     # custom VJP must run again inside the rematerialised forward.
     images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
 
-    def grads(attention_impl):
-        model = get_model("testing", num_classes=5, remat=True, attention_impl=attention_impl)
+    def grads(attention_fn):
+        model = get_model("testing", num_classes=5, remat=True, attention_fn=attention_fn)
         params = model.init(jax.random.key(1), images)["params"]
         params = jax.tree.map(lambda p: p + 0.05 * jnp.ones_like(p), params)
         loss = lambda p: jnp.sum(model.apply({"params": p}, images, train=True) ** 2)  # noqa: E731
         step = jax.jit(jax.grad(loss))
         calls = step.lower(params).as_text().count(f"@{cpu_attention.TARGET}_backward(")
-        assert calls == (2 if attention_impl == "cpu" else 0)  # One a block.
+        assert calls == (2 if attention_fn is cpu_attention.attention_fn else 0)  # One a block.
         return step(params)
 
     for got, expected in zip(
-        jax.tree.leaves(grads("cpu")), jax.tree.leaves(grads("explicit")), strict=True
+        jax.tree.leaves(grads(cpu_attention.attention_fn)),
+        jax.tree.leaves(grads(dot_product_attention)),
+        strict=True,
     ):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

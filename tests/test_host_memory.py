@@ -1,4 +1,4 @@
-"""vit_jax.host_memory: with it, XLA:CPU's freed step buffers are reused
+"""experiments.bench.host_memory: with it, XLA:CPU's freed step buffers are reused
 instead of page-faulted in again on every call; a user's GLIBC_TUNABLES and
 an already-imported TensorFlow leave malloc alone. Each case needs a fresh
 process (the settings are process-wide and must precede the threads)."""
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 SCRIPT = """
 import resource, sys
 {before}
-from vit_jax import host_memory
+from experiments.bench import host_memory
 set_now = host_memory.reuse_freed_memory()
 import jax, jax.numpy as jnp
 

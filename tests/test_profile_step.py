@@ -84,7 +84,7 @@ def test_shared_time_adds_up_to_the_busy_time():
         ("transpose_copy_fusion", "copy"),
         ("multiply_bitcast_fusion.2", "elementwise"),  # GELU, despite "bitcast".
         ("reduce_sum_fusion", "reduce"),
-        ("ffi_call.132", "custom-call"),  # matmul_impl="mkl"'s kernels.
+        ("ffi_call.132", "custom-call"),  # The CPU attention kernel's calls.
         ("custom-call.3", "custom-call"),
     ],
 )

@@ -13,7 +13,12 @@ Three things live here, each usable on its own:
 * `load_pretrained`: a checkpoint fitted to a freshly initialised model for
   fine-tuning (new head, dropped pre-logits, resized position embeddings).
 * `export_timm` / `import_timm`: a PyTorch `state_dict` with timm's
-  vision_transformer key names, stored as safetensors.
+  vision_transformer key names, stored as safetensors. timm's ViT computes
+  the exact GELU (`nn.GELU()`); the official code and these models default
+  to flax's tanh form, so a file records which form its params were trained
+  with (metadata "gelu"): build timm's model with
+  `act_layer=functools.partial(torch.nn.GELU, approximate="tanh")` to compute
+  the same logits (the exact form differs by ~1e-4 relative).
 
 Errors are `CheckpointError` (a ValueError) and name the file or key at fault.
 """
@@ -582,15 +587,19 @@ def from_timm_state_dict(state: Mapping[str, np.ndarray], num_heads: int) -> dic
     return traverse_util.unflatten_dict({tuple(key.split("/")): v for key, v in flat.items()})
 
 
-def export_timm(params: Params, path) -> None:
+def export_timm(params: Params, path, gelu: str = "tanh") -> None:
     """Writes a plain ViT's parameters as a timm `state_dict` in safetensors,
     loadable with timm's `load_checkpoint` / `model.load_state_dict` after
     `safetensors.torch.load_file`. The head count goes into the metadata so
-    that `import_timm` needs no arguments for files written here."""
+    that `import_timm` needs no arguments for files written here; so does
+    `gelu`, the form the params were trained with (the model's `gelu`)."""
+    if gelu not in ("tanh", "exact"):
+        raise CheckpointError(f"gelu={gelu!r}; choose 'tanh' or 'exact' (the model's gelu).")
     flat = _flat_by_name(params)
     state = _timm_state_from_flat(flat)
     query = flat.get(f"Transformer/encoderblock_0/{_ATTENTION}/query/kernel")
-    metadata = {"format": "pt"}  # What timm and Hugging Face expect of a torch state_dict.
+    # "format": what timm and Hugging Face expect of a torch state_dict.
+    metadata = {"format": "pt", "gelu": gelu}
     if query is not None:
         metadata["num_heads"] = str(query.shape[1])
     os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)

@@ -18,8 +18,6 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vit_jax import host_memory, xla_flags
-
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file (configs/*.py[:arg]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and exports go here.")
 _MULTIHOST = flags.DEFINE_enum(
@@ -72,8 +70,6 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().python_handler.addFilter(_quiet_library_info)
-    host_memory.reuse_freed_memory()  # Before TensorFlow or XLA start their threads.
-    xla_flags.prefer_memory_scheduling_on_cpu()  # Before anything starts a backend.
     _initialize_distributed()
     from vit_jax import train  # After initialize: nothing may touch devices before it.
 

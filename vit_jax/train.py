@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 
 from vit_jax import optim, sharding
 from vit_jax.evaluate.accuracy import correct_and_counted
-from vit_jax.models import get_masked_patch_model, get_model, native
+from vit_jax.models import attention, get_masked_patch_model, get_model, model_options
 from vit_jax.models.mpp import masked_patch_loss
 from vit_jax.train_state import Checkpoints, TrainState, describe_params
 
@@ -59,6 +59,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Model: a registry name and overrides of its options (see get_model).
     c.model_name = "testing"
     c.model = ml_collections.ConfigDict()
+    # The attention back-end (vit_jax.models.attention.BACKENDS), chosen for the
+    # devices the step is compiled for: 'auto' | 'xla' | 'cudnn' | 'cpu'.
+    c.attention = "auto"
     # Data (vit_jax.data): a dataset name, TFDS-style splits, preprocessing strings.
     c.dataset = "digits"
     c.data_dir = None
@@ -236,7 +239,7 @@ def make_train_step(model, tx, schedule, config, mesh):
 
 def jit_train_step(model, tx, schedule, config, mesh, state_shardings):
     """The trainer's compiled step: the state is donated and laid out by the
-    sharding rules (vit_jax.bench times exactly this)."""
+    sharding rules (the benchmark times exactly this)."""
     return jax.jit(
         make_train_step(model, tx, schedule, config, mesh),
         in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
@@ -403,18 +406,29 @@ def make_fewshot_probe(config, eval_batch_size: int):
     return lambda params: fewshot.evaluate(features, params, datasets, shots=config.fewshot_shots)
 
 
-def make_model(config, num_classes: int):
-    """The model `config` trains: the classifier, or its masked-patch variant."""
+def make_model(config, num_classes: int, attention_fn=None):
+    """The model `config` trains: the classifier, or its masked-patch variant;
+    `attention_fn` (vit_jax.models.attention) replaces the default XLA one."""
+    options = dict(config.model)
+    if attention_fn is not None and "attention_fn" in model_options(config.model_name):
+        options["attention_fn"] = attention_fn
     if config.objective == "masked_patch_prediction":
-        return get_masked_patch_model(config.model_name, **config.model)
-    return get_model(config.model_name, num_classes, **config.model)
+        return get_masked_patch_model(config.model_name, **options)
+    return get_model(config.model_name, num_classes, **options)
+
+
+def resolve_attention(config, mesh):
+    """config.attention for the mesh's devices, logged once."""
+    fn, why = attention.resolve(config.attention, mesh, config.model.get("dtype", jnp.float32))
+    logging.info("Attention: %s.", why)
+    return fn
 
 
 @dataclasses.dataclass(frozen=True)
 class Trainer:
     """A model and a config turned into what the loop runs: the state
     factory, the state's abstract shapes and shardings, the jitted step.
-    train_and_evaluate, vit_jax.bench and the GPU checks all build it here, so
+    train_and_evaluate, the benchmark and the GPU checks all build it here, so
     the benchmark times exactly the step that trains."""
 
     model: Any
@@ -434,8 +448,7 @@ def build_trainer(config, num_classes: int, image_shape, mesh, model=None) -> Tr
     """The Trainer for `config` on images of `image_shape` (H, W, C); `model`
     replaces config's (the benchmark's official-formulation baseline)."""
     if model is None:
-        model = make_model(config, num_classes)
-    native.check_mesh(model, mesh)
+        model = make_model(config, num_classes, resolve_attention(config, mesh))
     # Abstract init: shapes only, so nothing big materialises on one device.
     abstract_params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0), image_shape))
     tx, schedule = optim.make_optimizer(config, abstract_params)
@@ -507,7 +520,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     assert int(state.step) == first_step, (int(state.step), first_step)
 
     # Imported here: clu brings in TensorFlow, which the step functions above
-    # (and vit_jax.bench, on accelerator images without TF) do not need.
+    # (and the benchmark, on accelerator images without TF) do not need.
     from clu import metric_writers
 
     writer = metric_writers.create_default_writer(

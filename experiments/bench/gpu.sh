@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Issue #9's GPU checks and benchmarks in one device call (~8 min on an H200).
+# The GPU checks and benchmarks in one command (~8 min on an H200):
 #
-#   make device-wheels     # here, once: wheels of what the GPU image lacks
-#   device tool: run(command="bash experiments/bench/gpu.sh",
-#                    carry=[".device"], timeout_s=540)
+#   make device-wheels          # once, where pip reaches PyPI: wheels the GPU
+#                               # machine lacks, into .device/wheels
+#   bash experiments/bench/gpu.sh   # on the GPU machine, from the repository root
 #
-# The GPU image has JAX, Flax, optax, orbax, PyTorch and timm but no
-# ml_collections (and no TensorFlow, which the benchmark does not need).
+# It expects JAX (CUDA), Flax, optax, orbax, PyTorch and timm installed, and
+# installs ml_collections from .device/wheels (TensorFlow is not needed).
 # Everything lands in $OUT: checks.log, bench.log, results.jsonl.
 set -uo pipefail
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 JAX_PLATFORMS=cuda
@@ -20,16 +20,16 @@ python3 -c 'import jax, flax, optax; print("jax", jax.__version__, "flax", flax.
 python3 experiments/bench/gpu_checks.py 2>&1 | tee "$OUT/checks.log"
 
 # 2. Throughput and MFU (spec peak: H100/H200 989 bf16 TFLOP/s dense). If
-# cuDNN's attention failed its checks, everything runs the explicit softmax.
+# cuDNN's attention failed its checks, everything runs XLA's attention.
 IMPL=auto
-if grep -q "^FAIL \(cuDNN\|fused\|attention_checks\)" "$OUT/checks.log"; then IMPL=explicit; fi
+if grep -q "^FAIL \(cuDNN\|fused\|attention_checks\)" "$OUT/checks.log"; then IMPL=xla; fi
 bench() {
-  python3 -m vit_jax.bench --resolution=224 --dtype=bfloat16 --rounds=3 --iters=5 \
+  python3 -m experiments.bench.bench --resolution=224 --dtype=bfloat16 --rounds=3 --iters=5 \
     --results="$OUT/results.jsonl" "$@" 2>&1 | grep -v "^INFO\|^WARNING" | tee -a "$OUT/bench.log"
 }
-# Beside timm and the official code's formulation (stock flax.linen, XLA's
+# Beside timm and the official code's formulation (stock flax.linen, flax's
 # softmax: also what the fused attention buys).
-bench --model=ViT-B_16 --batch=256 --mode=train,forward --compare=timm,official --attention_impl=$IMPL
-bench --model=ViT-L_16 --batch=128 --mode=train --attention_impl=$IMPL
-bench --model=ViT-H_14 --batch=64 --mode=train --attention_impl=$IMPL
+bench --model=ViT-B_16 --batch=256 --mode=train,forward --compare=timm,official --attention=$IMPL
+bench --model=ViT-L_16 --batch=128 --mode=train --attention=$IMPL
+bench --model=ViT-H_14 --batch=64 --mode=train --attention=$IMPL
 python3 experiments/bench/plot.py --results="$OUT/results.jsonl" --out="$OUT/bench_gpu.png" || true

@@ -6,8 +6,8 @@ The CPU test suite cannot reach the GPU-only paths, so this script checks
 them where they run, each printed as PASS/FAIL with its numbers:
 
 1. 16-bit attention compiles to cuDNN's fused kernel (a custom call in the
-   optimised HLO), and its outputs equal the explicit softmax's
-   (`attention_impl="explicit"`) to bf16 precision;
+   optimised HLO: `cudnn_attention`, what config.attention="auto" takes for
+   16-bit on GPU), and its outputs equal XLA's attention to bf16 precision;
 2. bf16 compute agrees with float32 (same parameters);
 3. the trainer's bf16 train step keeps float32 master weights, and on one
    fixed batch its loss falls like the float32 step's, with finite gradients.
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import sharding
-from vit_jax.models import get_model
+from vit_jax.models import attention, get_model
 
 RESULTS = []
 
@@ -42,7 +42,7 @@ def relative_error(a, b) -> float:
 def attention_checks(name: str, batch: int, resolution: int) -> None:
     # No head: the official head starts at zero, which would make every
     # comparison of initial logits trivially exact.
-    bf16 = get_model(name, None, dtype=jnp.bfloat16)
+    bf16 = get_model(name, None, dtype=jnp.bfloat16, attention_fn=attention.cudnn_attention)
     f32 = get_model(name, None)
     images = jax.random.uniform(jax.random.key(1), (batch, resolution, resolution, 3), minval=-1)
     params = jax.jit(lambda: f32.init(jax.random.key(0), images[:1])["params"])()
@@ -54,13 +54,13 @@ def attention_checks(name: str, batch: int, resolution: int) -> None:
         "fmha" in hlo.lower(),
         "custom call found" if "fmha" in hlo.lower() else "no fmha custom call in the HLO",
     )
-    explicit_model = get_model(name, None, dtype=jnp.bfloat16, attention_impl="explicit")
+    explicit_model = get_model(name, None, dtype=jnp.bfloat16)  # XLA's attention.
     explicit = jax.jit(lambda p, x: explicit_model.apply({"params": p}, x, train=False))
     reference = jax.jit(lambda p, x: f32.apply({"params": p}, x, train=False))
     out_fused = fused(params, images)
     out_explicit, out_f32 = explicit(params, images), reference(params, images)
     error = relative_error(out_fused, out_explicit)
-    check("fused == explicit softmax (bf16)", error < 3e-2, f"max relative error {error:.2e}")
+    check("fused == XLA attention (bf16)", error < 3e-2, f"max relative error {error:.2e}")
     error = relative_error(out_fused, out_f32)
     check("bf16 == float32 forward (pre-logits)", error < 6e-2, f"max relative error {error:.2e}")
 

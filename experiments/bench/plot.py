@@ -1,4 +1,4 @@
-"""Draws the benchmark records of vit_jax.bench: images/s (ours beside timm
+"""Draws the benchmark records of experiments.bench.bench: images/s (ours beside timm
 and the official formulation, where compared) and model FLOP utilisation,
 one bar group per configuration.
 
@@ -27,7 +27,9 @@ def load_latest(path: str) -> list[dict]:
     with open(path) as f:
         for line in f:
             record = json.loads(line)
-            if "images_per_s" not in record:
+            # Timed records of the current options (older ones named the
+            # attention back-end attention_impl, beside a matmul_impl).
+            if "images_per_s" not in record or "attention" not in record:
                 continue
             key = (
                 record["model"],
@@ -38,8 +40,7 @@ def load_latest(path: str) -> list[dict]:
                 record["mesh"],
                 record["remat"],
                 record.get("xla_flags", ""),
-                record.get("attention_impl", "auto"),
-                record.get("matmul_impl", "xla"),
+                record["attention"],
                 record.get("device_kind", ""),  # A GPU's records never replace a CPU's.
             )
             latest[key] = record
@@ -52,10 +53,8 @@ SHORT_FLAGS = {"--xla_cpu_enable_concurrency_optimized_scheduler=false": "memory
 
 def label(record: dict) -> str:
     extras = " remat" if record["remat"] else ""
-    if record.get("attention_impl", "auto") != "auto":
-        extras += f" {record['attention_impl']} attention"
-    if record.get("matmul_impl", "xla") != "xla":
-        extras += f" {record['matmul_impl']} matmuls"
+    if record["attention"] != "auto":
+        extras += f" {record['attention']} attention"
     flags = record.get("xla_flags", "").split()
     if flags:
         extras += "\n" + ", ".join(SHORT_FLAGS.get(f, f.replace("--xla_", "")) for f in flags)
@@ -65,7 +64,7 @@ def label(record: dict) -> str:
     )
 
 
-# The peers vit_jax.bench --compare times beside ours, as its records name them.
+# The peers the benchmark's --compare times beside ours, as its records name them.
 PEERS = (("timm", "timm (PyTorch)"), ("official", "official formulation (stock flax.linen)"))
 
 
@@ -111,7 +110,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     records = load_latest(args.results)
     if not records:
-        raise SystemExit(f"{args.results} has no timed records: run python -m vit_jax.bench first.")
+        raise SystemExit(
+            f"{args.results} has no timed records: run python -m experiments.bench.bench first."
+        )
     plot(records, args.out)
 
 

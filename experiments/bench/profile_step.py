@@ -2,18 +2,18 @@
 
     python experiments/bench/profile_step.py --model=ViT-B_16 --batch=8 --mode=train
 
-Builds the same compiled step as `python -m vit_jax.bench` (the trainer's
-step or the inference forward, with the bench's host_memory and scheduler
-settings), warms it up, traces `--steps` steps and prints the time per step
-by kind of op, by XLA op (thunk) and by the model op it came from (the HLO's
-op_name, the twelve blocks added together, with the output shape), e.g.
+Builds the same compiled step as `python -m experiments.bench.bench` (the
+trainer's step or the inference forward), warms it up, traces `--steps`
+steps and prints the time per step by kind of op, by XLA op (thunk) and by
+the model op it came from (the HLO's op_name, the twelve blocks added
+together, with the output shape), e.g.
 "MlpBlock_0/Dense_1/dot_general" or its gradient "transpose(jvp(...))/...".
 Kinds, from the op's name:
 
   dot          a matmul or convolution (YNNPACK fusion, or Eigen's `dot.N`)
   copy         a layout copy, transpose, slice or concatenation
   reduce       a reduction on its own
-  custom-call  an FFI custom call (--matmul_impl=mkl, --attention_impl=cpu)
+  custom-call  an FFI custom call (--attention=cpu)
   elementwise  every other fusion (GELU, softmax, LayerNorm, Adam, ...)
 
 Two things to know when reading a trace of XLA:CPU. Some ops run
@@ -42,8 +42,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from vit_jax import bench, host_memory, sharding, xla_flags  # noqa: E402
-from vit_jax.models.vit import ATTENTION_IMPLS, MATMUL_IMPLS  # noqa: E402
+from experiments.bench import bench, xla_flags  # noqa: E402
+from vit_jax import sharding  # noqa: E402
+from vit_jax.models.attention import BACKENDS  # noqa: E402
 
 
 def kind(name: str) -> str:
@@ -51,7 +52,7 @@ def kind(name: str) -> str:
     words = set(re.split(r"[-_.\d]+", name.lower())) - {"fusion", "wrapped", ""}
     if words & {"dot", "ynn", "xnn", "convolution", "onednn"}:
         return "dot"
-    # The custom-call kernels: MKL's GEMM, the CPU attention.
+    # The custom-call kernels: the CPU attention.
     if "ffi" in words or {"custom", "call"} <= words:
         return "custom-call"
     if words and words <= {"copy", "transpose", "bitcast", "slice", "concatenate"}:
@@ -204,26 +205,22 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=30, help="ops to list")
     parser.add_argument("--xla_flags", default="")
-    parser.add_argument("--matmul_impl", choices=MATMUL_IMPLS, default="xla")
-    parser.add_argument("--attention_impl", choices=ATTENTION_IMPLS, default="auto")
+    parser.add_argument("--attention", choices=BACKENDS, default="auto")
     parser.add_argument("--hlo", default="", help="print the HLO lines that mention this op name")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    host_memory.reuse_freed_memory()
     if args.xla_flags:
         xla_flags.add(args.xla_flags, "--xla_flags")
-    xla_flags.prefer_memory_scheduling_on_cpu()
     import jax
 
     bench_args = bench.parse_args(
         [
             "--mesh=data:-1,fsdp:1",
             "--num_classes=1000",
-            f"--matmul_impl={args.matmul_impl}",
-            f"--attention_impl={args.attention_impl}",
+            f"--attention={args.attention}",
         ]
     )
     setting = bench.Setting(args.model, args.batch, args.resolution, args.mode, args.dtype)

@@ -94,8 +94,5 @@ def main(argv=None) -> list[str]:
 if __name__ == "__main__":
     from absl import logging
 
-    from vit_jax import xla_flags
-
-    xla_flags.prefer_memory_scheduling_on_cpu()  # As vit_jax.main runs the trainer.
     logging.set_verbosity(logging.INFO)  # The trainer's progress lines (steps/s, ETA).
     main()

@@ -84,6 +84,12 @@ def model_kwargs(name: str) -> dict:
     return dict(MODELS[model_check(name)][1])
 
 
+def model_options(name: str) -> tuple[str, ...]:
+    """The options (module fields) `get_model(name, ...)` accepts as overrides."""
+    module_cls = MODELS[model_check(name)][0]
+    return tuple(sorted(f for f in module_cls.__dataclass_fields__ if f not in ("parent", "name")))
+
+
 def get_model(name: str, num_classes: int | None, **overrides) -> nn.Module:
     """The Flax module `name` with a `num_classes` head (None: no head).
 
@@ -122,4 +128,5 @@ __all__ = [
     "VisionTransformer",
     "get_masked_patch_model",
     "get_model",
+    "model_options",
 ]

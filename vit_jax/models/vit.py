@@ -10,8 +10,13 @@ its published .npz checkpoints load unchanged (see vit_jax.checkpoint):
 Two collections can be made mutable in `apply` for analysis:
   'attention':     per block, the (B, heads, T, T) attention probabilities;
   'intermediates': the pre-logits representation, for linear probes.
+
+The attention computation itself is a function (`attention_fn`, default
+XLA's, see vit_jax.models.attention); a faster back-end is passed in by the
+trainer and never changes the parameters.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -19,23 +24,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax.models import cpu_attention, mkl_matmul
+from vit_jax.models.attention import dot_product_attention, with_bias
 from vit_jax.models.resnet import ResNetSpec, hybrid_stem
 
 Dtype = Any
 LAYER_NORM_EPSILON = 1e-6  # The official code's value; flax's default is 1e-6 too.
 POSEMB_KINDS = ("learn_1d", "learn_2d", "relative", "none")
 CLASSIFIERS = ("token", "gap")
-# "auto": cuDNN's fused kernel where it serves (16-bit on GPU), the fused CPU
-# kernel for float32 on a CPU backend of one device (or with
-# matmul_impl="mkl"), else the explicit softmax; "explicit", "cudnn" and
-# "cpu" ask for one (benchmarks, workarounds). "cpu" is the project's own
-# kernel (cpu_attention.py): XLA's softmax path took 1.6-3.3× its time on the
-# attention alone, a ViT-B/16 step 1.03-1.10× (docs/performance.md).
-ATTENTION_IMPLS = ("auto", "explicit", "cudnn", "cpu")
-# The dense layers' matmuls: XLA's, or Intel MKL through a custom call on
-# the CPU (float32, one device; mkl_matmul.py says when it is faster).
-MATMUL_IMPLS = ("xla", "mkl")
+# "tanh": flax's nn.gelu default, which the official MlpBlock calls: the
+# published checkpoints were trained with it. "exact": x·Φ(x), timm's.
+GELU_FORMS = ("tanh", "exact")
 
 xavier_uniform = nn.initializers.xavier_uniform()
 tiny_normal = nn.initializers.normal(stddev=1e-6)  # Official bias init of the MLP.
@@ -111,172 +109,13 @@ class RelativePositionBias(nn.Module):
         return table[index].transpose(2, 0, 1)  # (heads, T, T)
 
 
-def _use_cudnn_attention(dtype) -> bool:
-    """cuDNN's fused flash attention on GPU for 16-bit compute (jax.nn's
-    default implementation is always the XLA path in this JAX version)."""
-    return jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-
-
-def _dense_general_kernel_init(fan_in_dims: int):
-    """xavier_uniform drawn on the 2-D (fan-in, fan-out) view of a kernel whose
-    first `fan_in_dims` axes are its inputs, then reshaped: nn.DenseGeneral's
-    convention, so these kernels start from the same values as its own."""
-
-    def init(rng, shape, dtype=jnp.float32):
-        flat = (int(np.prod(shape[:fan_in_dims])), int(np.prod(shape[fan_in_dims:])))
-        return xavier_uniform(rng, flat, dtype).reshape(shape)
-
-    return init
-
-
-class HeadProjection(nn.Module):
-    """x (B, T, D) → one of q/k/v, (B, heads, T, head_dim) when `head_major`
-    else (B, T, heads, head_dim), with nn.DenseGeneral's parameters (kernel
-    (D, heads, head_dim), bias (heads, head_dim)) and initialisation.
-
-    Head-major output lets XLA run the attention matmuls as plain batched
-    GEMMs without the transposes it puts around (B, T, heads, head_dim)
-    operands: a ViT-B/16 gradient step on CPU is ~5% faster."""
-
-    num_heads: int
-    head_dim: int
-    head_major: bool
-    dtype: Dtype = jnp.float32
-    matmul_impl: str = "xla"
-
-    @nn.compact
-    def __call__(self, x):
-        shape = (x.shape[-1], self.num_heads, self.head_dim)
-        kernel = self.param("kernel", _dense_general_kernel_init(1), shape)
-        bias = self.param("bias", nn.initializers.zeros, shape[1:])
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        if mkl_matmul.wanted(self.matmul_impl, self.dtype):
-            y = mkl_matmul.matmul(x, kernel.reshape(shape[0], -1)).reshape(*x.shape[:2], *shape[1:])
-            y = y + bias
-            return y.transpose(0, 2, 1, 3) if self.head_major else y
-        if self.head_major:
-            return jnp.einsum("btd,dnh->bnth", x, kernel) + bias[:, None, :]
-        return jnp.einsum("btd,dnh->btnh", x, kernel) + bias
-
-
-class HeadMerge(nn.Module):
-    """Attention output (B, heads, T, head_dim) or (B, T, heads, head_dim) →
-    (B, T, D): nn.DenseGeneral over (heads, head_dim), same parameters."""
-
-    features: int
-    head_major: bool
-    dtype: Dtype = jnp.float32
-    matmul_impl: str = "xla"
-
-    @nn.compact
-    def __call__(self, x):
-        heads, head_dim = (x.shape[1], x.shape[3]) if self.head_major else x.shape[2:]
-        shape = (heads, head_dim, self.features)
-        kernel = self.param("kernel", _dense_general_kernel_init(2), shape)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        if mkl_matmul.wanted(self.matmul_impl, self.dtype):
-            x = x.transpose(0, 2, 1, 3) if self.head_major else x  # (B, T, heads, head_dim)
-            x = x.reshape(*x.shape[:2], heads * head_dim)
-            return mkl_matmul.matmul(x, kernel.reshape(heads * head_dim, -1)) + bias
-        spec = "bnth,nhd->btd" if self.head_major else "btnh,nhd->btd"
-        return jnp.einsum(spec, x, kernel) + bias
-
-
-class MultiHeadDotProductAttention(nn.Module):
-    """Multi-head self-attention with the official q/k/v/out parameter shapes.
-
-    With `attention_impl="auto"`, 16-bit compute on GPU without attention
-    dropout, bias or a request for the maps goes through cuDNN's fused flash
-    attention (`jax.nn.dot_product_attention`), float32 on a CPU backend of
-    one device (or with `matmul_impl="mkl"`) through the fused CPU kernel
-    (cpu_attention.py; XLA's path where no C++ compiler can build it);
-    everything else computes the softmax explicitly, head-major. "cudnn"
-    asks for cuDNN's kernel on any dtype, "cpu" for the CPU kernel whatever
-    the dense layers use, "explicit" for neither; none changes the
-    parameters.
-    """
-
-    num_heads: int
-    dtype: Dtype = jnp.float32
-    dropout_rate: float = 0.0
-    attention_impl: str = "auto"
-    matmul_impl: str = "xla"
-
-    @nn.compact
-    def __call__(self, x, *, deterministic: bool, bias=None):
-        hidden = x.shape[-1]
-        if hidden % self.num_heads:
-            raise ValueError(f"hidden size {hidden} is not divisible by {self.num_heads} heads.")
-        head_dim = hidden // self.num_heads
-        wants_maps = self.is_mutable_collection("attention")
-        uses_dropout = not deterministic and self.dropout_rate > 0
-        if self.attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(
-                f"attention_impl={self.attention_impl!r}; choose one of {ATTENTION_IMPLS}."
-            )
-        wanted = self.attention_impl == "cudnn" or (
-            self.attention_impl == "auto" and _use_cudnn_attention(self.dtype)
-        )
-        # The fused kernels have no maps to show, and no dropout or bias here.
-        plain = not (wants_maps or uses_dropout or bias is not None)
-        fused = wanted and plain
-        # The CPU kernel reads the projections' (B, T, heads, h) output in
-        # place; "auto" takes it for float32 on a lone CPU device.
-        asked = self.attention_impl
-        if asked == "auto" and (
-            self.matmul_impl == "mkl" or cpu_attention.serves_by_default(self.dtype)
-        ):
-            asked = "cpu"
-        on_cpu = plain and not fused and cpu_attention.wanted(asked, self.dtype)
-        head_major = not (fused or on_cpu)
-        project = lambda name: HeadProjection(  # noqa: E731
-            self.num_heads,
-            head_dim,
-            head_major=head_major,
-            dtype=self.dtype,
-            matmul_impl=self.matmul_impl,
-            name=name,
-        )
-        query, key, value = project("query")(x), project("key")(x), project("value")(x)
-        if fused:
-            out = jax.nn.dot_product_attention(query, key, value, implementation="cudnn")
-        else:
-            # q is scaled (B·N·T·h values) before the product, as flax's
-            # attention does, not the logits (B·N·T·T): XLA:CPU otherwise
-            # materialises a (B, N, T, T) constant for the scale. Equal bits
-            # for head_dim 64 (a power-of-two scale); speed level (A/B).
-            query = query / jnp.sqrt(head_dim).astype(self.dtype)
-            if on_cpu:
-                out = cpu_attention.attention(query, key, value, True)
-            else:
-                out = self._explicit_softmax(query, key, value, bias, wants_maps, uses_dropout)
-        return HeadMerge(
-            hidden, head_major, dtype=self.dtype, matmul_impl=self.matmul_impl, name="out"
-        )(out)
-
-    def _explicit_softmax(self, query, key, value, bias, wants_maps, uses_dropout):
-        logits = jnp.einsum("bnqh,bnkh->bnqk", query, key)
-        if bias is not None:
-            logits = logits + bias.astype(logits.dtype)
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-        if wants_maps:
-            self.sow("attention", "weights", weights)
-        if uses_dropout:
-            weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
-        return jnp.einsum("bnqk,bnkh->bnqh", weights, value)
-
-
 def exact_gelu(x):
     """x·Φ(x), Φ the standard normal CDF, as 0.5·x·(1 + erf(x/√2)) (timm's form).
 
     jax.nn.gelu(approximate=False) evaluates Φ through erfc(-x/√2), which
-    XLA:CPU computes about 4× slower than erf (5.4 against 1.4 ms on a
-    1576 × 3072 activation: ≈ 4% of a ViT-B/16 forward). The two agree to
-    float32 rounding (max 1.1e-6 from the float64 value over [-12, 12], as
-    PyTorch's own float32 GELU); erfc only gains relative accuracy in the
-    far negative tail, where GELU is ≈ 0 anyway. 16-bit inputs are evaluated
-    in float32, where 1 + erf does not lose the tail to rounding.
+    XLA:CPU computes about 4× slower than erf; the two agree to float32
+    rounding (max 1.1e-6 from the float64 value over [-12, 12]). 16-bit
+    inputs are evaluated in float32, where 1 + erf keeps the tail.
     """
     compute = jnp.promote_types(x.dtype, jnp.float32)
     y = x.astype(compute)
@@ -284,24 +123,20 @@ def exact_gelu(x):
 
 
 class MlpBlock(nn.Module):
-    """Dense(mlp_dim) → GELU → Dense(D), dropout after each Dense."""
+    """Dense(mlp_dim) → GELU → Dense(D), dropout after each Dense (Eq. 3)."""
 
     mlp_dim: int
     dtype: Dtype = jnp.float32
     dropout_rate: float = 0.0
-    matmul_impl: str = "xla"
+    gelu: str = "tanh"
 
     @nn.compact
     def __call__(self, x, *, deterministic: bool):
-        mkl = mkl_matmul.wanted(self.matmul_impl, self.dtype)
         dense = lambda features: nn.Dense(  # noqa: E731
-            features,
-            dtype=self.dtype,
-            kernel_init=xavier_uniform,
-            bias_init=tiny_normal,
-            dot_general=mkl_matmul.dot_general if mkl else None,
+            features, dtype=self.dtype, kernel_init=xavier_uniform, bias_init=tiny_normal
         )
-        y = exact_gelu(dense(self.mlp_dim)(x))
+        y = dense(self.mlp_dim)(x)
+        y = nn.gelu(y, approximate=True) if self.gelu == "tanh" else exact_gelu(y)
         y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
         y = dense(x.shape[-1])(y)
         return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
@@ -316,8 +151,8 @@ class Encoder1DBlock(nn.Module):
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
-    attention_impl: str = "auto"
-    matmul_impl: str = "xla"
+    gelu: str = "tanh"
+    attention_fn: Callable = dot_product_attention
 
     @nn.compact
     def __call__(self, x, deterministic: bool, attention_bias=None):
@@ -325,25 +160,25 @@ class Encoder1DBlock(nn.Module):
         drop_path = lambda y: nn.Dropout(  # noqa: E731
             self.drop_path_rate, broadcast_dims=tuple(range(1, y.ndim))
         )(y, deterministic=deterministic)
+        attention_fn = self.attention_fn
+        if attention_bias is not None:
+            attention_fn = with_bias(attention_fn, attention_bias)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype, name="LayerNorm_0")(x)
-        y = MultiHeadDotProductAttention(
-            self.num_heads,
+        y = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads,
             dtype=self.dtype,
+            kernel_init=xavier_uniform,
+            broadcast_dropout=False,
             dropout_rate=self.attention_dropout_rate,
-            attention_impl=self.attention_impl,
-            matmul_impl=self.matmul_impl,
+            attention_fn=attention_fn,
             name="MultiHeadDotProductAttention_0",
-        )(y, deterministic=deterministic, bias=attention_bias)
+        )(y, deterministic=deterministic, sow_weights=self.is_mutable_collection("attention"))
         y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
         x = x + drop_path(y)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype, name="LayerNorm_1")(x)
-        y = MlpBlock(
-            self.mlp_dim,
-            dtype=self.dtype,
-            dropout_rate=self.dropout_rate,
-            matmul_impl=self.matmul_impl,
-            name="MlpBlock_0",
-        )(y, deterministic=deterministic)
+        y = MlpBlock(self.mlp_dim, self.dtype, self.dropout_rate, self.gelu, name="MlpBlock_0")(
+            y, deterministic=deterministic
+        )
         return x + drop_path(y)
 
 
@@ -361,8 +196,8 @@ class Encoder(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     remat: bool = False
-    attention_impl: str = "auto"
-    matmul_impl: str = "xla"
+    gelu: str = "tanh"
+    attention_fn: Callable = dot_product_attention
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -384,8 +219,8 @@ class Encoder(nn.Module):
                 attention_dropout_rate=self.attention_dropout_rate,
                 # Linear in depth, as timm and big_vision do; 0 is the paper.
                 drop_path_rate=self.stochastic_depth * i / max(self.num_layers - 1, 1),
-                attention_impl=self.attention_impl,
-                matmul_impl=self.matmul_impl,
+                gelu=self.gelu,
+                attention_fn=self.attention_fn,
                 name=f"encoderblock_{i}",
             )(x, not train, bias)
         return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
@@ -414,14 +249,14 @@ class VisionTransformer(nn.Module):
     dtype: Dtype = jnp.float32
     remat: bool = False
     head_bias_init: float = 0.0
-    attention_impl: str = "auto"  # One of ATTENTION_IMPLS.
-    matmul_impl: str = "xla"  # One of MATMUL_IMPLS.
+    gelu: str = "tanh"  # One of GELU_FORMS.
+    attention_fn: Callable = dot_product_attention  # See vit_jax.models.attention.
 
     def setup_checks(self, images):
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier={self.classifier!r}; choose one of {CLASSIFIERS}.")
-        if self.matmul_impl not in MATMUL_IMPLS:
-            raise ValueError(f"matmul_impl={self.matmul_impl!r}; choose one of {MATMUL_IMPLS}.")
+        if self.gelu not in GELU_FORMS:
+            raise ValueError(f"gelu={self.gelu!r}; choose one of {GELU_FORMS}.")
         if self.posemb not in POSEMB_KINDS:
             raise ValueError(f"posemb={self.posemb!r}; choose one of {POSEMB_KINDS}.")
         if images.ndim != 4:
@@ -484,8 +319,8 @@ class VisionTransformer(nn.Module):
             attention_dropout_rate=self.attention_dropout_rate,
             stochastic_depth=self.stochastic_depth,
             remat=self.remat,
-            attention_impl=self.attention_impl,
-            matmul_impl=self.matmul_impl,
+            gelu=self.gelu,
+            attention_fn=self.attention_fn,
             name="Transformer",
         )(tokens, train=train)
 

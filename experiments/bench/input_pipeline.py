@@ -1,6 +1,6 @@
 """Input pipeline vs. model: which one limits fine-tuning throughput on this machine?
 
-    python -m vit_jax.data.bench --size=384 --model=ViT-Ti_16 --batch_size=16
+    python -m experiments.bench.input_pipeline --size=384 --model=ViT-Ti_16 --batch_size=16
 
 Writes a folder of JPEG photos (scikit-image's samples, re-encoded at ImageNet-like
 sizes), reads it with the paper's fine-tuning recipe (decode, Inception crop, flip,

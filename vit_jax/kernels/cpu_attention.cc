@@ -1,5 +1,5 @@
 // Fused float32 attention for XLA:CPU, as XLA FFI custom calls
-// (attention_impl="cpu"; also with matmul_impl="mkl").
+// (config.attention="cpu", vit_jax/kernels/cpu_attention.py).
 //
 // VitJaxCpuAttention / VitJaxCpuAttentionTrain / VitJaxCpuAttentionBackward:
 // softmax(q·kᵀ)·v per (batch, head) on head-major (B, N, T, h) or

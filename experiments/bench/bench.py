@@ -1,6 +1,6 @@
 """How fast is the model where it runs, and how close to the hardware's peak?
 
-    python -m vit_jax.bench --model=ViT-B_16 --batch=8 --resolution=224 \
+    python -m experiments.bench.bench --model=ViT-B_16 --batch=8 --resolution=224 \
         --mode=forward,train [--dtype=float32,bfloat16] [--compare=timm,official]
 
 For every configuration (the product of the comma-separated lists) it prints
@@ -25,9 +25,9 @@ on CPU machines, they are not project dependencies) and times it
 interleaved with ours, round by round, so that the ratio ours/timm stays
 fair on a loaded machine. `--compare=official` times, interleaved the same
 way, the official vision_transformer code's formulation of the same model
-(stock flax.linen layers: vit_jax/official_vit.py) on the same parameters,
-inside the same jitted forward or trainer step: what vit_jax's own
-computation buys. `--compile_only` skips timing:
+(stock flax.linen layers: experiments/bench/official_vit.py) on the same
+parameters, inside the same jitted forward or trainer step: what vit_jax's
+own computation buys. `--compile_only` skips timing:
 with `--mesh=fsdp:8` on 8 simulated devices it shows what FSDP does to the
 per-device memory of a model too large to run here (e.g. ViT-H/14).
 """
@@ -50,9 +50,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vit_jax import host_memory, official_vit, sharding, xla_flags
-from vit_jax.models import costs, get_model, mkl_matmul, model_kwargs, native
-from vit_jax.models.vit import ATTENTION_IMPLS, MATMUL_IMPLS
+from experiments.bench import host_memory, official_vit, xla_flags
+from vit_jax import sharding
+from vit_jax.models import attention, costs, get_model, model_kwargs
 
 MODES = ("forward", "train")
 PEERS = ("timm", "official")  # What --compare can time beside ours.
@@ -92,14 +92,13 @@ class Setting:
 Shape = tuple[int, int, int]  # A matmul (m, k) @ (k, n) as (m, k, n).
 
 
-def jax_matmul_rate(shape: Shape, repeats: int, matmul_impl: str = "xla") -> float:
-    """Best FLOP/s of a jitted float32 (m × k) @ (k × n) matmul: XLA's dot,
-    or the MKL custom call of matmul_impl="mkl"."""
+def jax_matmul_rate(shape: Shape, repeats: int) -> float:
+    """Best FLOP/s of a jitted float32 (m × k) @ (k × n) matmul (XLA's dot)."""
     m, k, n = shape
     rng = np.random.default_rng(0)
     a = jax.device_put(rng.standard_normal((m, k), np.float32))
     b = jax.device_put(rng.standard_normal((k, n), np.float32))
-    matmul = jax.jit(mkl_matmul.matmul if matmul_impl == "mkl" else jnp.matmul)
+    matmul = jax.jit(jnp.matmul)
     matmul(a, b).block_until_ready()
     best = min(_seconds(lambda: matmul(a, b).block_until_ready()) for _ in range(repeats))
     return 2 * m * k * n / best
@@ -146,16 +145,13 @@ def peak_shapes(sizes, settings) -> list[Shape]:
     return shapes
 
 
-def measured_peak(shapes, repeats: int, worker: "TimmWorker | None", mkl: bool = False) -> dict:
-    """{'jax': best FLOP/s, 'torch': ..., 'mkl': ..., 'peak': the largest,
-    'shape': the (m, k, n) of JAX's best}: the CPU's attainable f32 rate.
-    PyTorch's is measured in the timm worker; MKL's custom call (`mkl`, for
-    --matmul_impl=mkl) in this process."""
+def measured_peak(shapes, repeats: int, worker: "TimmWorker | None") -> dict:
+    """{'jax': best FLOP/s, 'torch': ..., 'peak': the largest, 'shape': the
+    (m, k, n) of JAX's best}: the CPU's attainable f32 rate. PyTorch's is
+    measured in the timm worker."""
     jax_rates = {tuple(shape): jax_matmul_rate(shape, repeats) for shape in shapes}
     shape = max(jax_rates, key=jax_rates.get)
     rates = {"jax": jax_rates[shape]}
-    if mkl:
-        rates["mkl"] = max(jax_matmul_rate(s, repeats, "mkl") for s in shapes)
     if worker is not None:
         reply = worker.request(op="matmul", shapes=[list(s) for s in shapes], repeats=repeats)
         rates["torch"] = reply["flops"]
@@ -234,30 +230,20 @@ def train_config(setting: Setting, args) -> ml_collections.ConfigDict:
     config.total_steps = 10_000
     config.mesh = parse_mesh(args.mesh)
     config.model.dtype = setting.dtype
-    config.model.update(_model_overrides(args))
+    config.attention = args.attention
     if args.remat:
         config.model.remat = True
     train.check_config(config)
     return config
 
 
-def _model_overrides(args) -> dict:
-    """--attention_impl and --matmul_impl as model options; "auto" and "xla"
-    are every model's defaults (and the only values the ResNets accept)."""
-    overrides = {} if args.attention_impl == "auto" else {"attention_impl": args.attention_impl}
-    if args.matmul_impl != "xla":
-        overrides["matmul_impl"] = args.matmul_impl
-    return overrides
-
-
 def build_forward(setting: Setting, args, mesh, model=None) -> CompiledStep:
     """The jitted inference forward, params laid out by the trainer's rules;
     `model` replaces ours (the official-formulation baseline)."""
     if model is None:
-        model = get_model(
-            setting.model, args.num_classes, dtype=DTYPES[setting.dtype], **_model_overrides(args)
-        )
-    native.check_mesh(model, mesh)
+        dtype = DTYPES[setting.dtype]
+        attention_fn, _ = attention.resolve(args.attention, mesh, dtype)  # As the trainer does.
+        model = get_model(setting.model, args.num_classes, dtype=dtype, attention_fn=attention_fn)
     abstract_params = costs.abstract_params(model, setting.resolution)
     rules = _train_module().default_config().sharding_rules
     param_shardings = sharding.tree_shardings(abstract_params, mesh, rules)
@@ -433,7 +419,7 @@ class TimmWorker:
 
     def __init__(self):
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "vit_jax.bench", "--timm_worker"],
+            [sys.executable, "-m", "experiments.bench.bench", "--timm_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -513,8 +499,8 @@ def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> d
         **dataclasses.asdict(setting),
         "mesh": args.mesh,
         "remat": args.remat,
-        "attention_impl": args.attention_impl,
-        "matmul_impl": args.matmul_impl,
+        "attention": args.attention,
+        "attention_resolved": attention.resolve(args.attention, mesh, DTYPES[setting.dtype])[1],
         "params": num_params,
         "compile_s": ours.compile_seconds,
         "xla_flops_per_step": ours.xla_flops,
@@ -542,8 +528,7 @@ def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> d
     # both see the same load; on GPU/TPU it is the spec sheet's.
     probe = None
     if peak is not None:
-        mkl = args.matmul_impl == "mkl"
-        probe = lambda: measured_peak([peak["shape"]], 1, worker, mkl)["peak"]  # noqa: E731
+        probe = lambda: measured_peak([peak["shape"]], 1, worker)["peak"]  # noqa: E731
     times, round_peaks = time_interleaved(runners, args.rounds, args.iters, probe)
     if not round_peaks:
         round_peaks = [mesh_peak(setting.dtype, mesh)] * args.rounds
@@ -618,8 +603,7 @@ def format_record(record: dict) -> str:
     head = (
         f"{record['model']} {record['mode']} batch {record['batch']} @{record['resolution']} "
         f"{record['dtype']} mesh {record['mesh']}{' remat' if record['remat'] else ''}"
-        + (f" attention {record['attention_impl']}" if record["attention_impl"] != "auto" else "")
-        + (f" matmul {record['matmul_impl']}" if record.get("matmul_impl", "xla") != "xla" else "")
+        + f" attention {record['attention']} ({record['attention_resolved']})"
     )
     memory = record["memory_bytes_per_device"]
     lines = [
@@ -694,7 +678,7 @@ def _peers(text: str) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m vit_jax.bench", description=__doc__.split("\n\n")[0]
+        prog="python -m experiments.bench.bench", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--model", type=_csv(str), default=["ViT-B_16"])
     parser.add_argument("--batch", type=_csv(int), default=[8], help="global batch size(s)")
@@ -706,23 +690,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=_peers,
         default=[],
         help="none, or a comma-separated list of: timm (PyTorch, `make bench-deps`), "
-        "official (the official code's formulation of the same model: vit_jax/official_vit.py)",
+        "official (the official code's formulation of the same model: official_vit.py)",
     )
     parser.add_argument("--num_classes", type=int, default=1000)
     parser.add_argument("--mesh", default="data:-1,fsdp:1", help="config.mesh as name:size,...")
     parser.add_argument("--remat", action="store_true", help="rematerialise encoder blocks")
     parser.add_argument(
-        "--attention_impl",
-        choices=ATTENTION_IMPLS,
+        "--attention",
+        choices=attention.BACKENDS,
         default="auto",
-        help="auto: cuDNN's fused kernel for 16-bit on GPU, the fused CPU kernel for "
-        "float32 on one CPU device, else the explicit softmax; cpu: the CPU kernel",
-    )
-    parser.add_argument(
-        "--matmul_impl",
-        choices=MATMUL_IMPLS,
-        default="xla",
-        help="mkl: the dense layers' float32 matmuls through Intel MKL on the CPU (one device)",
+        help="config.attention: auto (cuDNN's fused kernel for 16-bit on GPU, the built CPU "
+        "kernel for float32 on one CPU device, else XLA's), xla, cudnn, cpu",
     )
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median is kept)")
     parser.add_argument("--iters", type=int, default=2, help="steps per round and runner")
@@ -747,8 +725,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--host_memory",
         choices=["reuse", "glibc_default"],
-        default="reuse",
-        help="reuse: keep freed step buffers in the heap, as vit_jax.main does (host_memory.py)",
+        default="glibc_default",
+        help="reuse: keep freed step buffers in the heap (host_memory.py; not what users run)",
     )
     parser.add_argument("--results", default=DEFAULT_RESULTS, help="JSON-lines file to append to")
     parser.add_argument("--timm_worker", action="store_true", help=argparse.SUPPRESS)
@@ -780,7 +758,6 @@ def run_all(args, worker) -> list[dict]:
     if worker is not None:
         # JAX takes 75% of a GPU's memory at start; leave timm's process room.
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
-    xla_flags.prefer_memory_scheduling_on_cpu()  # As vit_jax.main runs the trainer.
     mesh = sharding.make_mesh(parse_mesh(args.mesh))
     on_cpu = jax.devices()[0].platform == "cpu"
     peak = None
@@ -794,8 +771,8 @@ def run_all(args, worker) -> list[dict]:
         shapes = peak_shapes(args.matmul_sizes, settings)
         names = ", ".join("x".join(map(str, shape)) for shape in shapes)
         print(f"Measuring the f32 matmul peak (m x k x n: {names})...", flush=True)
-        peak = measured_peak(shapes, repeats=3, worker=worker, mkl=args.matmul_impl == "mkl")
-        names = ("jax", "mkl", "torch", "peak")
+        peak = measured_peak(shapes, repeats=3, worker=worker)
+        names = ("jax", "torch", "peak")
         rates = ", ".join(f"{k} {peak[k] / 1e9:.1f}" for k in names if k in peak)
         best = "x".join(map(str, peak["shape"]))
         print(f"  GFLOP/s: {rates} (JAX's best at {best})", flush=True)

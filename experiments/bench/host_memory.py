@@ -6,7 +6,7 @@ train step at batch 8: 2.2 GB) with posix_memalign, from its worker threads.
 glibc serves a request that large from a fresh mmap in the thread's arena and
 unmaps it on free, so every step faults the whole buffer in again, page by
 page: 580,000 minor faults and 0.8 s of kernel time a step on a 2-core VM, and
-2-7 s when another process (timm in `vit_jax.bench`) ran in between (the VM
+2-7 s when another process (timm in the benchmark) ran in between (the VM
 re-backs each page, up to 12 µs a fault). With one arena, no mmap and no
 trimming the freed buffer stays in the heap and the next step reuses it:
 0 faults, and that train step 4.2 → 3.4-3.7 s alone, 5.3 → 3.5-3.7 s beside
@@ -14,8 +14,8 @@ timm (docs/performance.md). The cost: the process keeps its peak heap until it
 exits, and all threads share one malloc arena.
 
 The settings take hold only for threads that have not yet picked an arena, so
-the entry points call `reuse_freed_memory()` before TensorFlow or JAX's
-backend start their thread pools. A process that imports vit_jax as a library
+the benchmark (--host_memory=reuse) calls `reuse_freed_memory()` before
+TensorFlow or JAX's backend start their thread pools. A process that imports vit_jax as a library
 can call it first thing, or set the same through the environment:
 GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 """

@@ -1,18 +1,18 @@
-"""The ViT computed the way the official vision_transformer code computes it:
-the baseline of `python -m vit_jax.bench --compare=official`.
+"""The ViT's encoder computed the way the official vision_transformer code
+computes it: the baseline of `python -m experiments.bench.bench --compare=official`.
 
 The official models_vit.py composes stock flax.linen layers: each block's
-attention is `nn.MultiHeadDotProductAttention` (q, k and v projected to
-(batch, tokens, heads, head_dim) by DenseGeneral, then flax's explicit
-softmax), its MLP `nn.Dense` → `nn.gelu` (flax's default: the tanh
-approximation) → `nn.Dense`. vit_jax's model keeps that parameter tree and
-changes only how it is computed (head-major projections, the fused CPU
-attention kernel, cuDNN's on GPU, the exact GELU). This module takes the
-same parameters, so the benchmark's ratio ours/official measures those
-changes alone, with the same trainer around both; tests check that both
-give the same outputs. Written from the paper's equations and the published
-parameter tree, for the plain ViTs (class token, learned 1-D position
-embeddings), the models `--compare=timm` covers too.
+attention is `nn.MultiHeadDotProductAttention` with flax's own
+`dot_product_attention` (the softmax written out in einsums), its MLP
+`nn.Dense` → `nn.gelu` (flax's default: the tanh approximation) →
+`nn.Dense`. vit_jax's blocks use the same layers with the attention
+computation passed in (XLA's `jax.nn.dot_product_attention` by default,
+cuDNN's or the CPU kernel when chosen). This module keeps vit_jax's patch
+embedding and head and swaps in the official encoder on the same
+parameters, so the benchmark's ratio ours/official measures the attention
+back-end alone, with the same trainer around both; tests check that both
+give the same outputs. For the plain ViTs (class token, learned 1-D
+position embeddings), the models `--compare=timm` covers too.
 """
 
 import dataclasses
@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vit_jax.models import get_model
+from vit_jax.models.vit import VisionTransformer
 
 # The fields of vit_jax's VisionTransformer that the official formulation
 # shares; every other field must keep its default.
@@ -107,36 +108,15 @@ class OfficialTransformer(nn.Module):
         return nn.LayerNorm(name="encoder_norm")(x)
 
 
-class OfficialViT(nn.Module):
-    """`apply({'params': p}, images, train=...)` → logits, as vit_jax's model."""
+class OfficialViT(VisionTransformer):
+    """vit_jax's ViT with the official code's encoder: same tree, same calls."""
 
-    num_classes: int | None
-    patch_size: tuple[int, int]
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    mlp_dim: int
-    dtype: Any = jnp.float32
-    dropout_rate: float = 0.0
     approximate_gelu: bool = True  # flax's nn.gelu default, as the official code calls it.
 
-    @nn.compact
-    def __call__(self, images, *, train: bool = False):
-        x = nn.Conv(
-            self.hidden_size,
-            self.patch_size,
-            strides=self.patch_size,
-            padding="VALID",
-            dtype=self.dtype,
-            name="embedding",
-        )(images.astype(self.dtype))
-        batch, rows, cols, hidden = x.shape
-        cls = self.param("cls", nn.initializers.zeros, (1, 1, hidden))
-        x = jnp.concatenate(
-            [jnp.tile(cls.astype(x.dtype), (batch, 1, 1)), x.reshape(batch, rows * cols, hidden)],
-            axis=1,
-        )
-        x = OfficialTransformer(
+    def encode(self, tokens, grid, *, train: bool):
+        cls = self.param("cls", nn.initializers.zeros, (1, 1, tokens.shape[-1]))
+        cls = jnp.tile(cls.astype(tokens.dtype), (tokens.shape[0], 1, 1))
+        return OfficialTransformer(
             self.num_layers,
             self.mlp_dim,
             self.num_heads,
@@ -144,11 +124,7 @@ class OfficialViT(nn.Module):
             self.dropout_rate,
             self.approximate_gelu,
             name="Transformer",
-        )(x, train=train)
-        if not self.num_classes:
-            return x[:, 0]
-        head = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")
-        return head(x[:, 0]).astype(jnp.float32)
+        )(jnp.concatenate([cls, tokens], axis=1), train=train)
 
 
 def get_official_model(name: str, num_classes: int | None, **overrides) -> OfficialViT:

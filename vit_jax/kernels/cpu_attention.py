@@ -1,34 +1,30 @@
-"""Fused float32 attention for XLA:CPU: `attention_impl="cpu"`, and what
-"auto" takes for float32 on a CPU backend of one device (`serves_by_default`).
+"""Fused float32 attention for XLA:CPU: `config.attention="cpu"`, and what
+"auto" takes for float32 on one CPU device once the kernel is built
+(`python -m vit_jax.kernels build`, or `make kernels`).
 
 Why: XLA:CPU runs the attention's per-head products (197 × 64 × 197 for
-ViT-B/16) at a third of its dense layers' rate or less (40-100 GFLOP/s,
-docs/performance.md) and writes the (B, N, T, T) logits, exponentials and
-weights through memory between separate loops. `cpu_attention.cc` does one
-head at a time with its T × T weights in cache, heads in parallel, the
-products in a register-blocked GEMM of its own (98-110 GFLOP/s a core on
-the AMD EPYC VM, where single-threaded MKL ran them at 78-89) and the
-softmax's exp in a vectorised polynomial. The projections' (B, T, N, h)
-output is read and written in place. On the attention alone XLA's softmax
-path took 1.6-3.3× its time at every size tried; with XLA's dense layers it
-gave the fastest ViT-B/16 forward and train step on the AMD CPUs (1.16-1.34
-and 1.14-1.18 of timm's). It serves the attention of `matmul_impl="mkl"` too.
+ViT-B/16) at a third of its dense layers' rate or less (40-100 GFLOP/s)
+and writes the (B, N, T, T) logits, exponentials and weights through memory
+between separate loops. `cpu_attention.cc` does one head at a time with its
+T × T weights in cache, heads in parallel, the products in a register-blocked
+GEMM of its own and the softmax's exp in a vectorised polynomial; it reads
+and writes the projections' (B, T, N, h) layout in place. On the attention
+alone XLA's path took 1.6-3.3× its time (docs/performance.md).
 
-Scope: float32 on the CPU backend, one device (`native.check_mesh` refuses
-an explicit "cpu" on a larger mesh; "auto" keeps XLA's softmax there, and
-where no C++ compiler can build the kernel). Attention maps, dropout on the
-weights and an additive bias take the explicit softmax.
+Scope: float32, one CPU device (XLA's SPMD partitioner cannot split a custom
+call). Attention maps, dropout on the weights, a bias or a mask take XLA's
+path (vit_jax.models.attention).
 """
 
 import functools
-import logging
 import pathlib
 import re
 
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models import native
+from vit_jax.kernels import native
+from vit_jax.models import attention as xla_attention
 
 SOURCE = pathlib.Path(__file__).with_name("cpu_attention.cc")
 TARGET = "vit_jax_cpu_attention"
@@ -40,34 +36,27 @@ HANDLERS = {
 }
 
 
-def wanted(impl: str, dtype) -> bool:
-    """Whether the attention takes this kernel: asked for (`impl` is the
-    model's attention_impl, "auto" resolved), float32, on the CPU."""
-    return impl == "cpu" and jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
+def check_target(mesh, dtype) -> None:
+    """Refuses a target the kernel cannot serve, with the fix."""
+    platform = mesh.devices.flat[0].platform.lower()
+    if platform != "cpu" or mesh.size != 1 or jnp.dtype(dtype) != jnp.float32:
+        raise ValueError(
+            f"config.attention='cpu' runs float32 on one CPU device; this step is compiled "
+            f"for {mesh.size} {platform} device(s) in {jnp.dtype(dtype).name}: set "
+            "config.attention='auto' (or a one-device CPU mesh, config.mesh=(('data', 1),))."
+        )
 
 
-def serves_by_default(dtype) -> bool:
-    """What attention_impl="auto" asks: float32 on a CPU backend of one
-    device (custom calls are not partitioned, and a multi-device mesh is the
-    caller's to choose), where the kernel builds."""
-    lone_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
-    return lone_cpu and jnp.dtype(dtype) == jnp.float32 and _builds()
-
-
-@functools.cache
-def _builds() -> bool:
-    try:
-        load()
-    except RuntimeError as error:  # No compiler, or the build failed: say so once.
-        logging.warning("attention_impl='auto' keeps XLA's softmax: %s", error)
-        return False
-    return True
+def is_built() -> bool:
+    """Whether the kernel's library is in the cache for this CPU and jaxlib
+    (`python -m vit_jax.kernels build`); checking never compiles."""
+    return native.library_path(SOURCE).exists()
 
 
 @functools.cache
 def load() -> pathlib.Path:
     """Builds (once) and registers the custom calls; returns the library."""
-    library = native.build(SOURCE, "attention_impl='cpu'")
+    library = native.build(SOURCE, "config.attention='cpu'")
     native.register(library, HANDLERS)
     return library
 
@@ -120,6 +109,34 @@ def _attention_backward(token_major, residuals, d_out):
 
 
 attention.defvjp(_attention_forward, _attention_backward)
+
+
+def attention_fn(
+    query,
+    key,
+    value,
+    bias=None,
+    mask=None,
+    *,
+    dropout_rng=None,
+    dropout_rate: float = 0.0,
+    deterministic: bool = True,
+    module=None,
+):
+    """An `attention_fn` for flax's attention layer: (B, T, heads, head_dim)
+    float32 q, k, v through the kernel, XLA's path for what it does not do
+    (maps, dropout, a bias, a mask, 16-bit)."""
+    dropout = not deterministic and dropout_rate > 0.0
+    plain = bias is None and mask is None and module is None and not dropout
+    if not plain or query.dtype != jnp.float32:
+        return xla_attention.dot_product_attention(
+            query, key, value, bias, mask, dropout_rng=dropout_rng, dropout_rate=dropout_rate,
+            deterministic=deterministic, module=module,
+        )  # fmt: skip
+    # q is scaled (B·T·N·h values) rather than the logits: a power-of-two
+    # scale for head_dim 64, so the same bits as scaling the logits.
+    query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+    return attention(query, key, value, True)
 
 
 _CALL = re.compile(

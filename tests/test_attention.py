@@ -1,0 +1,99 @@
+"""The attention back-ends (vit_jax.models.attention): each computes Eq. 2's
+softmax(q·kᵀ/√d)·v on the same parameters, and `resolve` chooses one from the
+devices the step is compiled for, never from the running process."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tests.reference_numpy as ref
+from vit_jax import sharding
+from vit_jax.kernels import cpu_attention
+from vit_jax.models import attention, get_model
+
+
+def random(shape, seed):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, np.float32))
+
+
+def test_default_and_explicit_paths_equal_the_numpy_softmax():
+    q, k, v = (random((2, 7, 3, 4), seed) for seed in range(3))
+    bias = random((1, 3, 7, 7), 3)
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / 2 + bias  # √4 = 2.
+    expected = np.einsum("bhqk,bkhd->bqhd", ref.softmax(np.asarray(logits, np.float64)), v)
+    fast = attention.dot_product_attention(q, k, v, bias)
+    np.testing.assert_allclose(fast, expected, atol=1e-5)
+
+    class Sown:  # What flax hands over as `module` when maps are asked for.
+        def sow(self, collection, name, value):
+            self.maps = (collection, name, value)
+
+    module = Sown()
+    explicit = attention.dot_product_attention(q, k, v, bias, module=module)
+    np.testing.assert_allclose(explicit, expected, atol=1e-5)
+    assert module.maps[:2] == ("attention", "weights") and module.maps[2].shape == (2, 3, 7, 7)
+
+
+def test_attention_dropout_drops_weights_and_only_in_training():
+    q, k, v = (random((2, 5, 2, 4), seed) for seed in range(3))
+    kwargs = dict(dropout_rng=jax.random.key(0), dropout_rate=0.5)
+    train = attention.dot_product_attention(q, k, v, deterministic=False, **kwargs)
+    evaluate = attention.dot_product_attention(q, k, v, deterministic=True, **kwargs)
+    np.testing.assert_allclose(evaluate, attention.dot_product_attention(q, k, v), atol=1e-6)
+    assert not np.allclose(train, evaluate)
+
+
+def fake_mesh(platform, size=1):
+    """What resolve reads of a mesh: its devices' platform and its size."""
+    devices = np.array([types.SimpleNamespace(platform=platform)] * size)
+    return types.SimpleNamespace(devices=devices, size=size)
+
+
+def test_auto_resolves_from_the_mesh_not_the_process():
+    # The process here is a CPU one with 8 devices; the targets differ.
+    assert attention.resolve("auto", fake_mesh("gpu", 8), jnp.bfloat16)[0] is (
+        attention.cudnn_attention
+    )
+    assert attention.resolve("auto", fake_mesh("gpu"), jnp.float32)[0] is (
+        attention.dot_product_attention
+    )
+    assert attention.resolve("auto", fake_mesh("tpu", 32), jnp.bfloat16)[0] is (
+        attention.dot_product_attention
+    )
+    eight_cpus = sharding.make_mesh((("data", -1),))
+    fn, why = attention.resolve("auto", eight_cpus)
+    assert fn is attention.dot_product_attention and "8 cpu device(s)" in why
+
+
+def test_auto_takes_the_cpu_kernel_only_once_built(monkeypatch, tmp_path):
+    one_cpu = fake_mesh("cpu")
+    with monkeypatch.context() as patch:
+        patch.setenv("VIT_JAX_CACHE", str(tmp_path))  # Nothing built here.
+        assert not cpu_attention.is_built()
+        assert attention.resolve("auto", one_cpu)[0] is attention.dot_product_attention
+        assert not list(tmp_path.iterdir())  # Resolving compiled nothing.
+    fn, why = attention.resolve("cpu", one_cpu)  # Asked for: built (once, cached).
+    assert fn is cpu_attention.attention_fn and cpu_attention.is_built()
+    assert attention.resolve("auto", one_cpu)[0] is cpu_attention.attention_fn
+    assert attention.resolve("auto", one_cpu, jnp.bfloat16)[0] is attention.dot_product_attention
+    assert attention.resolve("auto", fake_mesh("cpu", 2))[0] is attention.dot_product_attention
+
+
+def test_bad_choices_name_the_fix():
+    with pytest.raises(ValueError, match=r"config.attention='flash'; choose one of"):
+        attention.resolve("flash", fake_mesh("cpu"))
+    with pytest.raises(ValueError, match=r"one CPU device; this step is compiled for 8 cpu"):
+        attention.resolve("cpu", fake_mesh("cpu", 8))
+
+
+def test_the_back_end_changes_no_parameter():
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+    default = get_model("testing", num_classes=5)
+    cudnn = get_model("testing", num_classes=5, attention_fn=attention.cudnn_attention)
+    shapes = lambda model: jax.tree.map(  # noqa: E731
+        jnp.shape, model.init(jax.random.key(0), images)["params"]
+    )
+    assert shapes(cudnn) == shapes(default)

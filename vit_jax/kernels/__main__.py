@@ -1,0 +1,19 @@
+"""`python -m vit_jax.kernels build`: builds the optional kernels for this
+CPU and jaxlib into the cache, so that config.attention='auto' takes them."""
+
+import sys
+
+from vit_jax.kernels import cpu_attention
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["build"]:
+        print("usage: python -m vit_jax.kernels build", file=sys.stderr)
+        return 2
+    library = cpu_attention.load()
+    print(f"Built the fused CPU attention kernel: {library}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
