@@ -8,6 +8,7 @@ from PIL import Image
 
 from vit_jax.analysis.__main__ import main
 from vit_jax.checkpoint import save_npz
+from vit_jax.errors import UserError
 from vit_jax.models import get_model
 
 
@@ -71,9 +72,9 @@ def test_rollout_on_given_image_files_of_a_gap_model(tmp_path):
 
 def test_posemb_of_a_model_without_position_table_names_the_problem(tmp_path):
     checkpoint = _checkpoint(tmp_path, size=16, posemb="none")
-    with pytest.raises(ValueError, match="no learned absolute position embeddings"):
+    with pytest.raises(UserError, match="no learned absolute position embeddings"):
         main(["posemb", f"--checkpoint={checkpoint}", "--resolution=16", f"--out_dir={tmp_path}"])
-    with pytest.raises(SystemExit, match="hybrids embed ResNet features"):
+    with pytest.raises(UserError, match="hybrids embed ResNet features"):
         main(
             [
                 "filters",
@@ -81,5 +82,5 @@ def test_posemb_of_a_model_without_position_table_names_the_problem(tmp_path):
                 f"--out_dir={tmp_path}",
             ]
         )
-    with pytest.raises(SystemExit, match="pass --resolution"):
+    with pytest.raises(UserError, match="pass --resolution"):
         main(["posemb", f"--checkpoint={checkpoint}", f"--out_dir={tmp_path}"])

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from vit_jax import data
+from vit_jax.errors import UserError
 
 
 def write_id_folder(root, num_images: int, num_classes: int) -> None:
@@ -80,8 +81,8 @@ def test_corrupt_image_is_reported_with_its_path(tmp_path):
 
 
 def test_folder_errors_say_what_layout_is_expected(tmp_path):
-    with pytest.raises(FileNotFoundError, match="PATH/<class>/<image>"):
+    with pytest.raises(UserError, match="PATH/<class>/<image>"):
         data.get_dataset_info(f"folder:{tmp_path}/missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no class sub-folders"):
+    with pytest.raises(UserError, match="no class sub-folders"):
         data.get_dataset_info(f"folder:{tmp_path}/empty")

@@ -9,6 +9,7 @@ from PIL import Image
 
 from vit_jax import infer
 from vit_jax.checkpoint import save_npz
+from vit_jax.errors import UserError
 from vit_jax.models import get_model
 
 
@@ -117,7 +118,7 @@ def test_bit_checkpoints_need_the_model_name_and_a_resolution(tmp_path, photo):
     assert loaded.module.num_classes == 4 and loaded.image_size is None
     checkpoint = tmp_path / "bit.npz"
     save_npz(checkpoint, params)
-    with pytest.raises(SystemExit, match="pass --resolution"):
+    with pytest.raises(UserError, match="pass --resolution"):
         infer.main([f"--checkpoint={checkpoint}", "--model=BiT-testing", photo])
     (top,) = infer.main(
         [f"--checkpoint={checkpoint}", "--model=BiT-testing", "--resolution=32", photo]

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict
 
+from vit_jax.errors import UserError, cli, reraised_as_user_error
 from vit_jax.models import VisionTransformer, get_model
 from vit_jax.models.resnet import ResNetSpec
 
@@ -104,7 +105,7 @@ def _posemb_kind_and_grid(params, has_class_token: bool):
 def vit_config_from_params(params) -> dict:
     """get_model-style keyword arguments of the ViT whose parameters these are."""
     if "embedding" not in params or "Transformer" not in params:
-        raise ValueError(
+        raise UserError(
             "these parameters are not a ViT's (no embedding/Transformer); "
             "pass --model=NAME, e.g. --model=BiT-R50x1."
         )
@@ -174,7 +175,7 @@ def _check_shapes(module, params, model_name):
         if skip_posemb(path):
             continue
         if flat_expected.get(path) != flat_actual.get(path):
-            raise ValueError(
+            raise UserError(
                 f"the checkpoint does not fit --model={model_name}: {path} is "
                 f"{flat_actual.get(path)} in the checkpoint but {flat_expected.get(path)} in the "
                 "model. Leave --model out to read the architecture from the checkpoint."
@@ -215,7 +216,7 @@ def _class_names(num_classes: int, labels_file: str | None) -> list[str]:
         with open(labels_file) as f:
             names = [line.strip() for line in f if line.strip()]
         if len(names) != num_classes:
-            raise ValueError(f"{labels_file} has {len(names)} names; the head has {num_classes}.")
+            raise UserError(f"{labels_file} has {len(names)} names; the head has {num_classes}.")
         return names
     if num_classes == IMAGENET_CLASSES:
         return imagenet_class_names()
@@ -243,12 +244,13 @@ def load_model(checkpoint: str, model_name: str | None = None, resolution: int |
     """
     from vit_jax.checkpoint import load_npz
 
-    params = load_npz(checkpoint)
-    loaded = model_from_params(params, model_name)
+    with reraised_as_user_error():  # A bad file or model name (CheckpointError, ValueError).
+        params = load_npz(checkpoint)
+        loaded = model_from_params(params, model_name)
     if resolution:
         loaded = dataclasses.replace(loaded, image_size=(resolution, resolution))
     if loaded.image_size is None:
-        raise SystemExit(
+        raise UserError(
             f"{checkpoint} does not fix the input resolution (no position table); "
             "pass --resolution=PIXELS."
         )
@@ -259,11 +261,12 @@ def main(argv=None) -> list[list[tuple[int, str, float]]]:
     args = _parse_args(argv)
     params, loaded = load_model(args.checkpoint, args.model, args.resolution)
     if not loaded.module.num_classes:
-        raise SystemExit(f"{args.checkpoint} has no classification head; nothing to classify.")
+        raise UserError(f"{args.checkpoint} has no classification head; nothing to classify.")
     class_names = _class_names(loaded.module.num_classes, args.labels)
-    images = np.stack(
-        [load_image(path, loaded.image_size, loaded.channels) for path in args.images]
-    )
+    with reraised_as_user_error(OSError):  # A missing or unreadable image file.
+        images = np.stack(
+            [load_image(path, loaded.image_size, loaded.channels) for path in args.images]
+        )
     logits = jax.jit(lambda p, x: loaded.module.apply({"params": p}, x, train=False))(
         params, images
     )
@@ -278,4 +281,4 @@ def main(argv=None) -> list[list[tuple[int, str, float]]]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(main)(sys.argv[1:])

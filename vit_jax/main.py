@@ -1,9 +1,11 @@
 """Command line: `python -m vit_jax.main --config=configs/demo.py --workdir=DIR`.
 
 Only parses flags; vit_jax.train owns the loop. Any config field can be
-overridden (`--config.total_steps=100`); a field that does not exist is an
-error before anything starts. Rerunning the same command resumes from the
-latest checkpoint in --workdir.
+overridden (`--config.total_steps=100`), and so can any option of the model,
+listed in the config file or not (`--config.model.remat=True`); a field or
+option that does not exist is one message before anything starts, as is any
+other user error (vit_jax.errors). Rerunning the same command resumes from
+the newest checkpoint in --workdir that restores.
 
 Multi-host: `jax.distributed.initialize()` is called when --multihost is set,
 when --coordinator_address is given, or (by default) when the job runs under
@@ -18,7 +20,18 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file (configs/*.py[:arg]).")
+from vit_jax import errors
+
+# New attributes are accepted so that `--config.model.<option>` works for options
+# the file leaves at their defaults; vit_jax.train.check_config then rejects
+# unknown fields and options by name (with the model's list of options).
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "A config file (configs/*.py[:arg]).",
+    lock_config=False,
+    accept_new_attributes=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and exports go here.")
 _MULTIHOST = flags.DEFINE_enum(
     "multihost", "auto", ["auto", "yes", "no"], "Call jax.distributed.initialize() first."
@@ -66,6 +79,7 @@ def _quiet_library_info(record) -> bool:
     return record.levelno >= std_logging.WARNING or not any(n in record.pathname for n in noisy)
 
 
+@errors.cli
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")

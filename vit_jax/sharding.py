@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from vit_jax.errors import UserError
 from vit_jax.optim import path_name
 
 MODEL_AXIS = "model"
@@ -50,19 +51,19 @@ def make_mesh(axes: Sequence[tuple[str, int]], devices=None) -> Mesh:
     names = tuple(name for name, _ in axes)
     sizes = [int(size) for _, size in axes]
     if len(set(names)) != len(names):
-        raise ValueError(f"config.mesh names an axis twice: {names}.")
+        raise UserError(f"config.mesh names an axis twice: {names}.")
     if sizes.count(-1) > 1:
-        raise ValueError(f"config.mesh: at most one axis may have size -1, got {list(axes)}.")
+        raise UserError(f"config.mesh: at most one axis may have size -1, got {list(axes)}.")
     fixed = int(np.prod([s for s in sizes if s != -1]))
     if -1 in sizes:
         if len(devices) % fixed:
-            raise ValueError(
+            raise UserError(
                 f"config.mesh {list(axes)}: {len(devices)} devices are not divisible by the "
                 f"fixed axes' product {fixed}."
             )
         sizes[sizes.index(-1)] = len(devices) // fixed
     if int(np.prod(sizes)) != len(devices):
-        raise ValueError(
+        raise UserError(
             f"config.mesh {list(axes)} needs {int(np.prod(sizes))} devices but there are "
             f"{len(devices)}: set one axis to -1 or change the sizes."
         )
@@ -88,7 +89,7 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "config.batch_size
     """Raises when `batch_size` cannot be split evenly over the batch axes."""
     shards = int(np.prod([mesh.shape[name] for name in batch_axes(mesh)]))
     if batch_size % shards:
-        raise ValueError(
+        raise UserError(
             f"{what}={batch_size} is not divisible by the {shards} data-parallel devices of "
             f"mesh {dict(mesh.shape)}: use a multiple of {shards}."
         )
@@ -117,13 +118,13 @@ def _spec_for(name: str, shape, mesh: Mesh, rules) -> PartitionSpec:
         if spec == "replicate":
             return PartitionSpec()
         if isinstance(spec, str):
-            raise ValueError(
+            raise UserError(
                 f"sharding rule ({pattern!r}, {spec!r}): a spec is 'fsdp', 'replicate' or a "
                 "tuple of mesh axis names / None per dimension."
             )
         spec = tuple(spec)
         if len(spec) > len(shape):
-            raise ValueError(
+            raise UserError(
                 f"sharding rule ({pattern!r}, {spec}) has {len(spec)} entries but {name} has "
                 f"shape {tuple(shape)}."
             )
@@ -131,13 +132,13 @@ def _spec_for(name: str, shape, mesh: Mesh, rules) -> PartitionSpec:
             names = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
             unknown = [a for a in names if a not in mesh.shape]
             if unknown:
-                raise ValueError(
+                raise UserError(
                     f"sharding rule ({pattern!r}, {spec}) uses axis {unknown[0]!r}, which is not "
                     f"in the mesh {tuple(mesh.axis_names)}: add it to config.mesh."
                 )
             parts = int(np.prod([mesh.shape[a] for a in names]))
             if dim % parts:
-                raise ValueError(
+                raise UserError(
                     f"sharding rule ({pattern!r}, {spec}): dimension {dim} of {name} "
                     f"{tuple(shape)} is not divisible by {parts}."
                 )

@@ -9,6 +9,12 @@ Next to the state each checkpoint holds a small JSON record of what was
 trained (model name and options, parameter shapes), so that a workdir reused
 for a different model fails with a clear message instead of a shape error
 deep inside orbax.
+
+Resuming reads the newest checkpoint that restores. One that does not
+(truncated or missing files, another tree) is named with the reason and
+renamed to `<step>.unrestorable` beside the others: kept for inspection, but
+out of orbax's way, which would otherwise skip saving that step again and
+later rotate the directory out under max_to_keep.
 """
 
 import os
@@ -18,9 +24,15 @@ import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
+from vit_jax.errors import UserError
 from vit_jax.optim import path_name
+
+UNRESTORABLE_SUFFIX = ".unrestorable"
+MAX_REASON_CHARS = 400
 
 
 @flax.struct.dataclass
@@ -43,11 +55,11 @@ def describe_params(model_name: str, model_overrides: dict, params) -> dict:
 
 
 def check_same_model(saved: dict, current: dict, directory: str) -> None:
-    """Raises a ValueError naming the difference when a checkpoint in
+    """Raises a UserError naming the difference when a checkpoint in
     `directory` was written for another model than the one configured."""
     fix = f"use a fresh --workdir, or delete {directory} to start over."
     if saved["model_name"] != current["model_name"] or saved["model"] != current["model"]:
-        raise ValueError(
+        raise UserError(
             f"{directory} holds a checkpoint of model {saved['model_name']} {saved['model']}, "
             f"but the config asks for {current['model_name']} {current['model']}: {fix}"
         )
@@ -57,7 +69,7 @@ def check_same_model(saved: dict, current: dict, directory: str) -> None:
             k for k in saved_shapes.keys() | shapes.keys() if saved_shapes.get(k) != shapes.get(k)
         )
         details = ", ".join(f"{k}: {saved_shapes.get(k)} → {shapes.get(k)}" for k in changed[:5])
-        raise ValueError(
+        raise UserError(
             f"{directory} holds a checkpoint whose parameter shapes differ from this config's "
             f"({details}; e.g. another image size or number of classes): {fix}"
         )
@@ -86,6 +98,10 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def saved_steps(self) -> list[int]:
+        """The steps of the checkpoints kept (those being written included)."""
+        return list(self._manager.all_steps())
+
     def save(self, state: TrainState, description: dict) -> None:
         """Starts writing `state` in the background (the device→host copy is
         done before this returns, so the caller may donate `state` next)."""
@@ -113,9 +129,73 @@ class Checkpoints:
         )
         return restored["state"]
 
+    def restore_newest(self, abstract_state: TrainState, description: dict):
+        """The newest checkpoint that restores, or None when there are none.
+
+        A checkpoint that does not restore is named with the reason and moved
+        to `<step>.unrestorable` once an older one has restored (see the module
+        doc). A checkpoint of another model is the config's problem, not the
+        file's: that raises at once. When none restores, a UserError lists them.
+        """
+        failures = []
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                state = self.restore(abstract_state, description, step)
+            except UserError:
+                raise
+            except Exception as error:  # Orbax, tensorstore and JSON raise many kinds.
+                reason = _first_line(error)
+                logging.warning(
+                    "Checkpoint %s does not restore: %s",
+                    os.path.join(self.directory, str(step)),
+                    reason,
+                )
+                failures.append((step, reason))
+                continue
+            if failures:
+                moved = [self._set_aside(bad) for bad, _ in failures]
+                logging.warning(
+                    "Resuming from step %d, the newest checkpoint in %s that restores; "
+                    "the newer one(s) that do not are kept as %s.",
+                    step,
+                    self.directory,
+                    ", ".join(moved),
+                )
+            return state
+        if not failures:
+            return None
+        listing = "; ".join(f"step {step}: {reason}" for step, reason in failures)
+        raise UserError(
+            f"No checkpoint in {self.directory} restores ({listing}). They are left in place: "
+            "move them aside (or use a fresh --workdir) to start over."
+        )
+
+    def _set_aside(self, step: int) -> str:
+        """Renames checkpoint `step` out of the manager's view; returns the new name."""
+        source = epath.Path(self.directory) / str(step)
+        target = source.parent / f"{step}{UNRESTORABLE_SUFFIX}"
+        if jax.process_index() == 0:
+            if target.exists():  # An earlier resume set this step aside already.
+                target = source.parent / f"{step}{UNRESTORABLE_SUFFIX}.{os.getpid()}"
+            source.rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self._manager.reload()
+        return target.name
+
     def wait(self) -> None:
         """Blocks until every save started so far is on disk."""
         self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _first_line(error: Exception) -> str:
+    """`error` in one line: its type and the first line that says something."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    line = lines[0] if lines else "(no message)"
+    line = line.split(" [tensorstore_spec", 1)[0]  # Tensorstore appends its whole JSON spec.
+    if len(line) > MAX_REASON_CHARS:
+        line = line[: MAX_REASON_CHARS - 3] + "..."
+    return f"{type(error).__name__}: {line}"

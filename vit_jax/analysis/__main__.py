@@ -15,6 +15,7 @@ import sys
 from absl import logging
 
 from vit_jax.analysis import commands
+from vit_jax.errors import cli
 from vit_jax.infer import load_model
 
 COMMANDS = ("rollout", "posemb", "distance", "filters")
@@ -60,4 +61,4 @@ def main(argv=None) -> list[str]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(main)(sys.argv[1:])

@@ -13,6 +13,7 @@ from vit_jax.analysis.attention_distance import mean_attention_distance
 from vit_jax.analysis.filters import filter_components
 from vit_jax.analysis.posemb import posemb_similarity, position_embeddings
 from vit_jax.analysis.rollout import attention_rollout, output_to_patches
+from vit_jax.errors import UserError, reraised_as_user_error
 from vit_jax.infer import LoadedModel, load_image, pixels_per_token, preprocess
 
 # scikit-image ships these photos, so the commands work offline.
@@ -23,7 +24,8 @@ def load_photos(paths, loaded: LoadedModel) -> tuple[list[str], np.ndarray]:
     """(names, model inputs) of the image files, or of scikit-image's sample
     photos when no paths are given."""
     if paths:
-        images = [load_image(path, loaded.image_size, loaded.channels) for path in paths]
+        with reraised_as_user_error(OSError):  # A missing or unreadable image file.
+            images = [load_image(path, loaded.image_size, loaded.channels) for path in paths]
         return [os.path.basename(path) for path in paths], np.stack(images)
     images = [
         preprocess(getattr(skimage.data, name)(), loaded.image_size, loaded.channels)
@@ -34,7 +36,7 @@ def load_photos(paths, loaded: LoadedModel) -> tuple[list[str], np.ndarray]:
 
 def _require_vit(loaded: LoadedModel, what: str):
     if not hasattr(loaded.module, "num_heads"):
-        raise SystemExit(
+        raise UserError(
             f"{what} needs a Vision Transformer; {type(loaded.module).__name__} is not."
         )
 
@@ -84,7 +86,9 @@ def attention_distance(params, loaded: LoadedModel, names, images, out_dir: str)
 def posemb(params, loaded: LoadedModel, out_dir: str) -> list[str]:
     """Fig. 7 centre: cosine similarity of the patches' position embeddings."""
     _require_vit(loaded, "position-embedding similarity")
-    similarity = posemb_similarity(position_embeddings(params, loaded.grid), loaded.grid)
+    with reraised_as_user_error():  # A checkpoint without a learned position table.
+        embeddings = position_embeddings(params, loaded.grid)
+    similarity = posemb_similarity(embeddings, loaded.grid)
     figure = plots.posemb_figure(os.path.join(out_dir, "posemb_similarity.png"), similarity)
     return [figure, _write(out_dir, "posemb_similarity", similarity=similarity)]
 
@@ -92,7 +96,7 @@ def posemb(params, loaded: LoadedModel, out_dir: str) -> list[str]:
 def filters(params, loaded: LoadedModel, out_dir: str, count: int = 28) -> list[str]:
     """Fig. 7 left: principal components of the patch-embedding filters."""
     if "embedding" not in params or loaded.module.resnet is not None:
-        raise SystemExit(
+        raise UserError(
             "filter components need a ViT that embeds pixel patches; hybrids embed "
             "ResNet features and BiT models have no patch embedding."
         )

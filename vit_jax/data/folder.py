@@ -19,6 +19,7 @@ import numpy as np
 from vit_jax.data.sources import FileSource
 from vit_jax.data.splits import resolve_split
 from vit_jax.data.tfds_dataset import DatasetInfo
+from vit_jax.errors import UserError, reraised_as_user_error
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 SPLIT_FOLDER_NAMES = ("train", "val", "validation", "test")
@@ -53,7 +54,9 @@ class FolderDataset:
         del data_dir  # the path is part of the name
         sizes = {s: len(paths) for s, (paths, _) in self.files.items()}
         paths, labels = [], []
-        for name, start, stop in resolve_split(split, sizes):
+        with reraised_as_user_error():
+            ranges = resolve_split(split, sizes)
+        for name, start, stop in ranges:
             paths += self.files[name][0][start:stop]
             labels.append(self.files[name][1][start:stop])
         return CheckedFileSource(paths, np.concatenate(labels))
@@ -64,7 +67,7 @@ def scan_folder(path: str) -> FolderDataset:
     """Lists a class-folder dataset (cached: large folders take a while to walk)."""
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.isdir(path):
-        raise FileNotFoundError(
+        raise UserError(
             f"Image folder {path} does not exist. 'folder:PATH' expects PATH/<class>/<image> "
             "or PATH/<split>/<class>/<image>."
         )
@@ -77,7 +80,7 @@ def scan_folder(path: str) -> FolderDataset:
     first = roots["train"] if "train" in roots else next(iter(roots.values()))
     class_names = tuple(_subfolders(first))
     if not class_names:
-        raise ValueError(
+        raise UserError(
             f"{first} has no class sub-folders. 'folder:PATH' expects one sub-folder of images "
             "per class, e.g. PATH/cat/1.jpg, PATH/dog/2.png."
         )
@@ -85,7 +88,7 @@ def scan_folder(path: str) -> FolderDataset:
     for split, root in roots.items():
         unknown = sorted(set(_subfolders(root)) - set(class_names))
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"{root} has class folders {unknown} that {first} lacks; every split must use "
                 f"the same classes ({', '.join(class_names)})."
             )
@@ -95,7 +98,7 @@ def scan_folder(path: str) -> FolderDataset:
             paths += found
             labels += [label] * len(found)
         if not paths:
-            raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {root}.")
+            raise UserError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {root}.")
         order = np.random.default_rng(FILE_ORDER_SEED).permutation(len(paths))
         files[split] = ([paths[i] for i in order], np.asarray(labels, np.int64)[order])
     return FolderDataset(path, class_names, files)

@@ -11,6 +11,8 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vit_jax.errors import UserError
+
 DIGITS_TEST_SIZE = 360  # 20% of 1797, stratified, fixed seed: train 1437 / test 360.
 DIGITS_SPLIT_SEED = 0
 
@@ -64,7 +66,7 @@ def _open_maybe_gzipped(path: pathlib.Path):
         return open(path, "rb")
     if gz.exists():
         return gzip.open(gz, "rb")
-    raise FileNotFoundError(f"Neither {path} nor {gz} exists.")
+    raise UserError(f"Neither {path} nor {gz} exists.")
 
 
 def read_idx(path: pathlib.Path) -> np.ndarray:
@@ -74,14 +76,14 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
         magic = int.from_bytes(header, "big")
         rank = header[3]
         if rank not in _IDX_MAGIC or magic != _IDX_MAGIC[rank]:
-            raise ValueError(
+            raise UserError(
                 f"{path} is not a uint8 IDX file (magic number {magic:#010x}); "
                 "expected the Fashion-MNIST/MNIST files as distributed."
             )
         shape = tuple(int.from_bytes(f.read(4), "big") for _ in range(rank))
         data = np.frombuffer(f.read(), dtype=np.uint8)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} bytes.")
+        raise UserError(f"{path} is truncated: header says {shape}, found {data.size} bytes.")
     return data.reshape(shape)
 
 
@@ -104,7 +106,7 @@ def load_fashion_mnist_idx(
         images = read_idx(root / images_name)[..., None]
         labels = read_idx(root / labels_name).astype(np.int64)
         if len(images) != len(labels):
-            raise ValueError(f"{root}: {split} has {len(images)} images but {len(labels)} labels.")
+            raise UserError(f"{root}: {split} has {len(images)} images but {len(labels)} labels.")
         splits[split] = (images, labels)
     return splits
 

@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 from vit_jax.data import preprocess as pp
 from vit_jax.data.registry import lookup
 from vit_jax.data.sources import TfdsSource
+from vit_jax.errors import UserError, reraised_as_user_error
 
 # Small TFDS splits are cached in memory (as encoded bytes) after the first epoch.
 CACHE_MAX_EXAMPLES = 150_000
@@ -37,10 +38,14 @@ _RNG_STREAM = 0x5EED  # separates preprocessing keys from the shuffle keys
 class BatchIterator:
     """Yields dicts of numpy arrays; `num_batches` (and len()) is set for evaluation only."""
 
-    def __init__(self, dataset: tf.data.Dataset, num_batches: int | None, source):
+    def __init__(
+        self, dataset: tf.data.Dataset, num_batches: int | None, source, preprocess: str = ""
+    ):
         self._iterator = dataset.as_numpy_iterator()
         self.num_batches = num_batches
         self._source = source
+        self._preprocess = preprocess
+        self._train = num_batches is None
 
     def __iter__(self):
         return self
@@ -54,7 +59,7 @@ class BatchIterator:
         try:
             return next(self._iterator)
         except tf.errors.InvalidArgumentError as error:
-            raise ValueError(self._explain(error)) from None
+            raise UserError(self._explain(error)) from None
 
     def _explain(self, error: tf.errors.InvalidArgumentError) -> str:
         message = error.message.strip().splitlines()[0]
@@ -62,6 +67,16 @@ class BatchIterator:
         if assertion:  # a label check of the onehot op
             text, value = assertion.groups()
             return f"{text.replace(chr(92), '')} Got label {value}."
+        shapes = re.search(r"Shapes are: \[tensor\]: \[(.*?)\], \[batch\]: \[(.*?)\]", message)
+        if shapes:  # images of different sizes and no resize to one size
+            field = "config.pp_train" if self._train else "config.pp_eval (or --preprocess)"
+            return (
+                f"Images of different shapes reached the batch ([{shapes.group(1)}] and "
+                f"[{shapes.group(2)}]): the preprocessing {self._preprocess!r} does not bring "
+                f"them to one size. Add a resize to {field}, e.g. 'decode|resize(224)|...', "
+                "or a crop to a fixed size such as inception_crop(224) or "
+                "resize_small(256)|central_crop(224)."
+            )
         explain = getattr(self._source, "explain_failure", None)
         return (explain and explain()) or f"Input pipeline failed: {message}"
 
@@ -70,12 +85,12 @@ def _process_layout(batch_size, process_index, process_count) -> tuple[int, int,
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     if batch_size <= 0 or batch_size % process_count:
-        raise ValueError(
+        raise UserError(
             f"Global batch size {batch_size} must be a positive multiple of the process "
             f"count {process_count}; each process reads batch_size // process_count examples."
         )
     if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} outside [0, {process_count}).")
+        raise UserError(f"process_index {process_index} outside [0, {process_count}).")
     return process_index, process_count, batch_size // process_count
 
 
@@ -151,7 +166,7 @@ def _tfds_stream(
     examples = records.map(source.to_example, num_parallel_calls=tf.data.AUTOTUNE)
     local_sizes = [source.builder.info.splits[p].num_examples for p in parts]
     if min(local_sizes) == 0:
-        raise ValueError(
+        raise UserError(
             f"Split {source.split!r} has fewer examples than processes ({process_count})."
         )
     if train and local_sizes[process_index] <= CACHE_MAX_EXAMPLES:
@@ -214,7 +229,8 @@ def get_iterator(
         preprocess = f"decode|{preprocess}"
     if not pp.has_op(preprocess, "onehot"):
         preprocess = f"{preprocess}|onehot({info.num_classes})"
-    preprocess_fn = pp.build(preprocess)
+    with reraised_as_user_error():
+        preprocess_fn = pp.build(preprocess)
     source = dataset.open(split, data_dir)
     logging.info(
         "Dataset %s[%s]: %d examples, process %d/%d reads %d per step, preprocess %r.",
@@ -241,7 +257,7 @@ def get_iterator(
     options = tf.data.Options()
     options.deterministic = True
     stream = stream.with_options(options).prefetch(tf.data.AUTOTUNE)
-    return BatchIterator(stream, num_batches, source)
+    return BatchIterator(stream, num_batches, source, preprocess)
 
 
 def prefetch_to_device(iterator, size: int, sharding: jax.sharding.Sharding):

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from vit_jax.errors import UserError
+
 
 @dataclasses.dataclass
 class ArraySource:
@@ -21,7 +23,7 @@ class ArraySource:
 
     def __post_init__(self):
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels.")
+            raise UserError(f"{len(self.images)} images but {len(self.labels)} labels.")
         self._images = tf.constant(self.images)
         self._labels = tf.constant(self.labels, tf.int64)
 
@@ -42,7 +44,7 @@ class FileSource:
 
     def __post_init__(self):
         if len(self.paths) != len(self.labels):
-            raise ValueError(f"{len(self.paths)} files but {len(self.labels)} labels.")
+            raise UserError(f"{len(self.paths)} files but {len(self.labels)} labels.")
         self._paths = tf.constant(self.paths or [""], tf.string)
         self._labels = tf.constant(self.labels, tf.int64)
 

@@ -8,11 +8,12 @@ import tensorflow_datasets as tfds
 
 from vit_jax.data.sources import TfdsSource
 from vit_jax.data.splits import count_examples
+from vit_jax.errors import UserError, reraised_as_user_error
 
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(UserError, FileNotFoundError):
     """The dataset's files are not on disk; the message says how to prepare them."""
 
 
@@ -50,15 +51,17 @@ class TfdsDataset:
 
     def info(self, name: str) -> DatasetInfo:
         splits = dict(self.tfds_splits) if self.list_tfds_splits else {}
-        splits.update(
-            {alias: count_examples(e, self.tfds_splits) for alias, e in self.aliases.items()}
-        )
+        with reraised_as_user_error():
+            splits.update(
+                {alias: count_examples(e, self.tfds_splits) for alias, e in self.aliases.items()}
+            )
         return DatasetInfo(name, self.num_classes, splits, self.image_shape, self.multi_label)
 
     def resolve(self, split: str) -> tuple[str, int]:
         """(TFDS split expression, number of examples) for one of our split names."""
         expression = self.aliases.get(split, split)
-        return expression, count_examples(expression, self.tfds_splits)
+        with reraised_as_user_error():
+            return expression, count_examples(expression, self.tfds_splits)
 
     def open(self, split: str, data_dir: str | None) -> TfdsSource:
         expression, _ = self.resolve(split)

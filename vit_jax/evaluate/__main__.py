@@ -16,6 +16,7 @@ import sys
 import jax
 from absl import logging
 
+from vit_jax.errors import UserError, cli
 from vit_jax.evaluate import accuracy, fewshot, vtab
 
 
@@ -98,11 +99,11 @@ def run_vtab(args) -> str:
     from vit_jax import data
 
     if not args.workdir or not args.model:
-        raise SystemExit("vtab needs --workdir=DIR and --model=NAME (the model to fine-tune).")
+        raise UserError("vtab needs --workdir=DIR and --model=NAME (the model to fine-tune).")
     tasks = args.tasks.split(",") if args.tasks else list(data.VTAB_TASKS)
     unknown = sorted(set(tasks) - set(data.VTAB_TASKS))
     if unknown:
-        raise SystemExit(f"unknown VTAB tasks {unknown}; known: {', '.join(data.VTAB_TASKS)}.")
+        raise UserError(f"unknown VTAB tasks {unknown}; known: {', '.join(data.VTAB_TASKS)}.")
     configs = vtab.task_configs(args.config, tasks, args.model, args.checkpoint, args.steps)
     for config in configs.values():
         config.data_dir = args.data_dir
@@ -130,4 +131,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(main)(sys.argv[1:])

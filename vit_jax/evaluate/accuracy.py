@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from vit_jax.errors import UserError
+
 
 def correct_and_counted(logits, labels, mask=None):
     """Per example: (1 if the arg-max class is a positive label, 1 if the example counts).
@@ -56,7 +58,7 @@ def accuracy(
         if log_every and step % log_every == 0:
             logging.info("batch %d: accuracy %.4f over %d images", step, correct / counted, counted)
     if not counted:
-        raise ValueError("no labelled example was evaluated: the split is empty or unlabelled.")
+        raise UserError("no labelled example was evaluated: the split is empty or unlabelled.")
     return {
         "accuracy": float(correct / counted),
         "num_counted": int(counted),

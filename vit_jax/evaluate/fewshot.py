@@ -1,4 +1,4 @@
-"""Few-shot linear evaluation (PAPER.md §4; Fig. 4, Table 8).
+"""Few-shot linear evaluation (the paper's Sec. 4.1; Fig. 4, Table 8).
 
 The frozen representation of `shots` training images per class is regressed
 onto {-1, 1}^K targets by regularised least squares, solved in closed form,
@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 import jax
 import numpy as np
 from absl import logging
+
+from vit_jax.errors import UserError
 
 DEFAULT_SHOTS = (1, 5, 10, 25)
 DEFAULT_SEEDS = (0, 1, 2)
@@ -60,7 +62,7 @@ def sample_shots(labels: np.ndarray, shots: int, num_classes: int, seed: int) ->
     for label in range(num_classes):
         members = np.flatnonzero(labels == label)
         if len(members) < shots:
-            raise ValueError(
+            raise UserError(
                 f"class {label} has {len(members)} training examples, fewer than {shots} shots; "
                 "use a larger training split or fewer shots."
             )
@@ -111,7 +113,7 @@ def extract_features(features_fn: Callable, params, batches: Iterable[dict]):
         features.append(np.asarray(jax.device_get(features_fn(params, batch["image"])))[keep])
         labels.append(np.asarray(batch["labels"]).argmax(axis=-1)[keep])
     if not features:
-        raise ValueError("the split yielded no batches; nothing to extract features from.")
+        raise UserError("the split yielded no batches; nothing to extract features from.")
     return np.concatenate(features), np.concatenate(labels)
 
 

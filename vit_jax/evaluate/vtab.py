@@ -1,6 +1,7 @@
-"""The VTAB-1k sweep (PAPER.md §4): fine-tune a pre-trained checkpoint on each of
-the 19 tasks (1000 training images each) with the training loop, test it, and
-aggregate Natural / Specialized / Structured / mean into a table.
+"""The VTAB-1k sweep (the paper's Sec. 4.1, Table 2, Fig. 2): fine-tune a
+pre-trained checkpoint on each of the 19 tasks (1000 training images each)
+with the training loop, test it, and aggregate Natural / Specialized /
+Structured / mean into a table.
 
 The VTAB score is the mean over all tasks; the group columns are the means
 within each group. Every finished task writes `WORKDIR/TASK/result.json`, so
@@ -18,6 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from vit_jax.errors import UserError
 from vit_jax.evaluate.accuracy import accuracy
 
 GROUP_TITLES = {"natural": "Natural", "specialized": "Specialized", "structured": "Structured"}
@@ -45,7 +47,7 @@ def task_configs(
 def _load_config_module(config_file: str):
     """Imports a config file by path, as ml_collections' --config flag does."""
     if not os.path.exists(config_file):
-        raise SystemExit(
+        raise UserError(
             f"config file {config_file} not found: run from the repository root or pass "
             "--config=PATH/TO/vit_vtab.py."
         )
