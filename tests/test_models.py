@@ -13,8 +13,8 @@ from vit_jax.models.costs import abstract_params, count_params, forward_flops
 from vit_jax.models.resnet import ResNetSpec, hybrid_stem
 from vit_jax.models.vit import exact_gelu
 
-# Exact counts with a 1000-class head, no pre-logits, 224 px (PAPER.md §1 and
-# the issue); the paper's 86M/307M/632M are rounded.
+# Exact counts with a 1000-class head, no pre-logits, 224 px (Table 1;
+# the paper's 86M/307M/632M are rounded).
 EXACT_PARAMS = {
     "ViT-B_16": 86_567_656,
     "ViT-B_32": 88_224_232,

@@ -195,7 +195,7 @@ def zoom_grid(grid: np.ndarray, new_shape: tuple[int, ...]) -> np.ndarray:
     """Linear interpolation of the leading axes of `grid` to `new_shape`
     (corners aligned); the last axis (features) is kept. This is exactly
     scipy.ndimage.zoom(grid, (new/old, ..., 1), order=1), the official code's
-    resize (PAPER.md §2)."""
+    resize (Sec. 3.2)."""
     old_shape = grid.shape[:-1]
     if tuple(old_shape) == tuple(new_shape):
         return grid
@@ -292,7 +292,7 @@ def _head_needs_replacing(restored: FlatParams, init: FlatParams) -> bool:
 def _new_head_leaf(path, leaf, model_config):
     """The init's own head leaf, untouched (it may live on other hosts). An
     abstract leaf (from jax.eval_shape) gets the model's head init: zero
-    kernel, bias `head_bias_init` (PAPER.md §1: a zero-initialised head)."""
+    kernel, bias `head_bias_init` (Sec. 3.2: a zero-initialised head)."""
     if not isinstance(leaf, jax.ShapeDtypeStruct):
         return leaf
     fill = _config_get(model_config, "head_bias_init", 0.0) if path[-1] == "bias" else 0.0

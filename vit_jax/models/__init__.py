@@ -21,7 +21,7 @@ _VIT_WIDTHS = {
     "H": dict(hidden_size=1280, mlp_dim=5120, num_heads=16, num_layers=32),
 }
 _VIT_PATCHES = {"Ti": (16,), "S": (16, 32), "B": (8, 16, 32), "L": (16, 32), "H": (14,)}
-# Hybrid stems (PAPER.md §1): /32 is ResNet-50's stage-4 output; /16 moves
+# Hybrid stems (Sec. 3.1, Sec. 4.1): /32 is ResNet-50's stage-4 output; /16 moves
 # stage 4's units into stage 3 and tokenises the stride-16 map.
 _HYBRID_STEMS = {16: ResNetSpec((3, 4, 9)), 32: ResNetSpec((3, 4, 6, 3))}
 _BIT_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}

@@ -1,7 +1,7 @@
 """BiT ResNets (Kolesnikov et al., 2020) and the ResNet stem of the R50+ViT hybrids.
 
 Both use weight-standardised convolutions and GroupNorm(32) instead of
-BatchNorm (PAPER.md §1). The hybrid stem follows the official
+BatchNorm (Sec. 4.1). The hybrid stem follows the official
 vision_transformer code exactly (post-activation bottlenecks, parameter
 names conv_root, gn_root, block{s}/unit{u}/{conv1..3, gn1..3, conv_proj,
 gn_proj}); the BiT baselines are BiT's pre-activation ResNet-v2.
