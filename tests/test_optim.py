@@ -37,17 +37,39 @@ def test_schedule_rejects_warmup_longer_than_training():
         optim.learning_rate_schedule(1.0, total_steps=50, warmup_steps=100, decay="cosine")
 
 
-def test_ema_matches_closed_form():
-    # ema_n = d^n p_0 + (1 - d) Σ_{t=1..n} d^(n-t) p_t.
-    decay, values = 0.9, [1.0, 5.0, -2.0, 3.0, 0.5]
-    ema = {"w": jnp.array(values[0])}
-    for value in values[1:]:
-        ema = optim.ema_update(ema, {"w": jnp.array(value)}, decay)
-    n = len(values) - 1
-    expected = decay**n * values[0] + (1 - decay) * sum(
-        decay ** (n - t) * values[t] for t in range(1, n + 1)
-    )
-    np.testing.assert_allclose(ema["w"], expected, rtol=1e-6)
+def test_ema_is_the_debiased_weighted_mean_of_the_trained_params():
+    # ema_n = Σ_{t=1..n} (1 - d) d^(n-t) p_t / (1 - d^n): the start (here 100,
+    # standing for the initial params) has no weight, unlike a plain recursion.
+    decay, values = 0.9, [5.0, -2.0, 3.0, 0.5]
+    ema = {"w": jnp.array(100.0)}
+    for step, value in enumerate(values, 1):
+        ema = jax.jit(optim.ema_update, static_argnums=2)(ema, {"w": jnp.array(value)}, decay, step)
+    n = len(values)
+    weights = [(1 - decay) * decay ** (n - t) for t in range(1, n + 1)]
+    expected = sum(w * v for w, v in zip(weights, values, strict=True)) / (1 - decay**n)
+    np.testing.assert_allclose(ema["w"], expected, rtol=1e-5)
+    first = optim.ema_update({"w": jnp.array(100.0)}, {"w": jnp.array(5.0)}, decay, 1)
+    assert float(first["w"]) == 5.0  # The first update replaces the start outright.
+
+
+def test_ema_matches_optax_debiased_ema_and_tracks_at_the_paper_decay():
+    # Table 2's decay over 500 fine-tuning steps: the average is of the trained
+    # params only (a plain average from the start would keep 95% of it).
+    rng = np.random.default_rng(0)
+    trajectory = rng.normal(size=(500, 3)).astype(np.float32) + 7.0
+    reference = optax.ema(0.9999, debias=True)
+    ref_state = reference.init(jnp.zeros(3))
+    ema = jnp.zeros(3)  # A zero head at the start: must not drag the average.
+    for step, params in enumerate(trajectory, 1):
+        ema = optim.ema_update(ema, jnp.asarray(params), 0.9999, jnp.asarray(step))
+        ref, ref_state = reference.update(jnp.asarray(params), ref_state)
+    np.testing.assert_allclose(ema, ref, rtol=2e-4)
+    # At decay → 1 the debiased average is the plain mean of the trajectory.
+    np.testing.assert_allclose(ema, trajectory.mean(axis=0), rtol=1e-3)
+    plain = jnp.zeros(3)
+    for params in trajectory:
+        plain = optim.ema_update(plain, jnp.asarray(params), 0.9999)
+    np.testing.assert_allclose(plain, (1 - 0.9999**500) * trajectory.mean(axis=0), rtol=2e-3)
 
 
 def test_decoupled_weight_decay_is_scaled_by_the_full_learning_rate():
