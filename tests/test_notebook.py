@@ -26,6 +26,7 @@ def test_walkthrough_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
         output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
     ]
     printed = "".join(outputs)
+    assert "Offline" in printed and "falling back" in printed  # No network in the tests.
     assert "true label:" in printed
     shot_lines = [line for line in printed.splitlines() if "-shot:" in line]
     assert len(shot_lines) == 3
