@@ -95,10 +95,15 @@ def _posemb_kind_and_grid(params, has_class_token: bool):
     if "pos_embedding_row" in tables:
         rows = tables["pos_embedding_row"].shape[0]
         return "learn_2d", (rows, tables["pos_embedding_col"].shape[0])
-    if "relpos_0" in transformer:
-        offsets = transformer["relpos_0"]["rel_embedding"].shape[0] - 3
+    relative = transformer.get("relpos_0", {})
+    if "rel_keys" in relative:  # App. D.4's relative attention: 2T - 1 offsets.
+        patches = (relative["rel_keys"].shape[0] + 1) // 2 - has_class_token
+        side = math.isqrt(patches)
+        return "relative", (side, side) if side * side == patches else None
+    if "rel_embedding" in relative:
+        offsets = relative["rel_embedding"].shape[0] - 3
         side = (math.isqrt(offsets) + 1) // 2  # (2r-1)² offsets on a square grid.
-        return "relative", (side, side)
+        return "relative_bias", (side, side)
     return "none", None
 
 
@@ -242,10 +247,11 @@ def load_model(checkpoint: str, model_name: str | None = None, resolution: int |
     `resolution` overrides the size read from the position table, and is
     required where the checkpoint has none (BiT, posemb='none').
     """
-    from vit_jax.checkpoint import load_npz
+    from vit_jax.checkpoint import CheckpointError, load_npz
 
-    with reraised_as_user_error():  # A bad file or model name (CheckpointError, ValueError).
+    with reraised_as_user_error(CheckpointError):  # A missing or unreadable file.
         params = load_npz(checkpoint)
+    with reraised_as_user_error():  # An unknown --model (the registry's ValueError).
         loaded = model_from_params(params, model_name)
     if resolution:
         loaded = dataclasses.replace(loaded, image_size=(resolution, resolution))

@@ -10,14 +10,22 @@ pod: every array is a global jax.Array laid out on one `Mesh`. A seed and a
 step decide everything (init, data order, dropout), so a resumed run ends in
 the same parameters as one that never stopped. Every config field is listed
 and explained in `default_config()` and in docs/training.md.
+
+A run that diverges stops: every step reports whether its loss and gradient
+norm are finite, and the loop reads those flags (no extra host sync) at each
+log step and before any checkpoint or export, so no non-finite state is ever
+written and the last checkpoint stays a finite one.
 """
 
+import collections.abc
 import dataclasses
 import difflib
 import math
 import os
 import signal
 import time
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +38,9 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from vit_jax import optim, sharding
+from vit_jax.errors import NonFiniteError, UserError, reraised_as_user_error
 from vit_jax.evaluate.accuracy import correct_and_counted
-from vit_jax.models import attention, get_masked_patch_model, get_model, model_options
+from vit_jax.models import MODELS, attention, get_masked_patch_model, get_model, model_options
 from vit_jax.models.mpp import masked_patch_loss
 from vit_jax.train_state import Checkpoints, TrainState, describe_params
 
@@ -39,6 +48,9 @@ LOSSES = ("softmax_xent", "sigmoid_xent")
 # 'classification' learns the dataset's labels; 'masked_patch_prediction' is the
 # self-supervised objective of Sec. 4.6 (labels unused).
 OBJECTIVES = ("classification", "masked_patch_prediction")
+# The step's metric that says whether its loss and gradient norm are finite;
+# the loop collects it instead of writing it (see the module doc).
+FINITE_KEY = "train/finite"
 # Names users bring from big_vision, the official repo or habit.
 _FIELD_ALIASES = {
     "learning_rate": "lr",
@@ -49,6 +61,13 @@ _FIELD_ALIASES = {
     "grad_clip": "grad_clip_norm",
     "polyak_decay": "ema_decay",
     "input_size": "image_size",
+}
+# Model options users reach for that live elsewhere in the config.
+_MODEL_OPTION_ALIASES = {
+    "attention": "config.attention (the attention back-end: 'auto' | 'xla' | 'cudnn' | 'cpu')",
+    "attention_impl": "config.attention (the attention back-end: 'auto' | 'xla' | 'cudnn' | 'cpu')",
+    "num_classes": "the dataset (config.dataset), which sets the head's size",
+    "image_size": "config.image_size",
 }
 
 
@@ -64,7 +83,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.attention = "auto"
     # Data (vit_jax.data): a dataset name, TFDS-style splits, preprocessing strings.
     c.dataset = "digits"
-    c.data_dir = None
+    # A typed None, so that --config.data_dir=DIR parses (config_flags cannot
+    # override a plain None).
+    c.data_dir = ml_collections.config_dict.placeholder(str)
     c.train_split = "train"
     c.test_split = "test"
     c.pp_train = ""
@@ -90,6 +111,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.lr_decay = "cosine"  # 'cosine' | 'linear' | 'constant'
     c.end_lr_fraction = 0.0  # lr at the last step, as a fraction of lr.
     c.grad_clip_norm = 1.0  # Global-norm clipping; 0 disables.
+    # A step whose loss or gradient norm is not finite stops the run (False), or
+    # is skipped (True): its update is not applied and it is counted in
+    # train/skipped_steps.
+    c.skip_nonfinite = False
     c.accum_steps = 1  # Micro-batches per step (batch_size must be divisible).
     # Objective and loss.
     c.objective = "classification"  # | 'masked_patch_prediction' (Sec. 4.6)
@@ -120,39 +145,124 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def check_config(config) -> None:
-    """Raises on fields the trainer does not know (typos) or lacks, and on
-    values it cannot use, before anything expensive starts."""
+    """Raises a UserError on fields the trainer does not know (typos) or lacks,
+    and on values it cannot use, before anything expensive starts."""
     known = set(default_config().keys())
     given = set(config.keys())
     for name in sorted(given - known):
         close = difflib.get_close_matches(name, known, n=1)
         suggestion = _FIELD_ALIASES.get(name) or (close[0] if close else None)
         hint = f" Did you mean {suggestion!r}?" if suggestion else ""
-        raise ValueError(f"config.{name} is not a field the trainer reads.{hint}")
+        raise UserError(f"config.{name} is not a field the trainer reads.{hint}")
     missing = sorted(known - given)
     if missing:
-        raise ValueError(
+        raise UserError(
             f"config lacks {', '.join(missing)}: start configs from vit_jax.train.default_config()."
         )
     if config.objective not in OBJECTIVES:
-        raise ValueError(f"objective={config.objective!r} is unknown; choose one of {OBJECTIVES}.")
+        raise UserError(f"objective={config.objective!r} is unknown; choose one of {OBJECTIVES}.")
     if config.loss not in LOSSES:
-        raise ValueError(f"loss={config.loss!r} is unknown; choose one of {LOSSES}.")
+        raise UserError(f"loss={config.loss!r} is unknown; choose one of {LOSSES}.")
     if config.optimizer not in optim.OPTIMIZERS:
-        raise ValueError(
+        raise UserError(
             f"optimizer={config.optimizer!r} is unknown; choose one of {optim.OPTIMIZERS}."
         )
     if config.lr_decay not in optim.LR_DECAYS:
-        raise ValueError(
+        raise UserError(
             f"lr_decay={config.lr_decay!r} is unknown; choose one of {optim.LR_DECAYS}."
         )
+    if config.batch_size < 1:
+        raise UserError(
+            f"batch_size={config.batch_size}: the global batch must hold at least one image "
+            "per data-parallel device."
+        )
+    if config.eval_batch_size < 0:
+        raise UserError(
+            f"eval_batch_size={config.eval_batch_size} must be positive, or 0 for batch_size."
+        )
     if config.accum_steps < 1 or config.batch_size % config.accum_steps:
-        raise ValueError(
+        raise UserError(
             f"batch_size={config.batch_size} must be divisible by accum_steps="
             f"{config.accum_steps} (≥ 1)."
         )
     if not 0.0 <= config.ema_decay < 1.0:
-        raise ValueError(f"ema_decay={config.ema_decay} must be in [0, 1).")
+        raise UserError(f"ema_decay={config.ema_decay} must be in [0, 1).")
+    if config.log_every < 1:
+        raise UserError(f"log_every={config.log_every} must be a positive number of steps.")
+    check_model_options(config)
+
+
+def check_model_options(config) -> None:
+    """Raises a UserError for an unknown model name, an option (config.model.*)
+    the model does not have, or a value of the wrong kind. Command-line values
+    of options the config file does not list arrive as Python literals or
+    strings (vit_jax.main), so their kind is checked against the module's."""
+    try:
+        options = model_options(config.model_name)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    module_cls = MODELS[config.model_name][0]
+    fields = {f.name: f for f in dataclasses.fields(module_cls)}
+    settable = [o for o in options if o != "num_classes"]
+    for name, value in config.model.items():
+        if name not in settable:
+            close = difflib.get_close_matches(name, settable, n=1)
+            where = _MODEL_OPTION_ALIASES.get(name)
+            hint = (
+                f" It is set by {where}."
+                if where
+                else f" Did you mean {close[0]!r}?"
+                if close
+                else ""
+            )
+            raise UserError(
+                f"config.model.{name} is not an option of {config.model_name} "
+                f"({module_cls.__name__}).{hint} Its options: {', '.join(settable)}."
+            )
+        problem = _kind_problem(value, fields[name].type)
+        if problem:
+            raise UserError(f"config.model.{name}={value!r}: {problem}.")
+    try:  # The module's own checks (e.g. masked patch prediction needs a plain ViT).
+        make_model(config, num_classes=1)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def _kind_problem(value, annotation) -> str | None:
+    """Why `value` cannot be a module field annotated `annotation`, or None
+    (also for annotations too general to check, such as dtype's Any)."""
+    if value is None or annotation is typing.Any:
+        return None
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = typing.get_args(annotation) if union else (annotation,)
+    kinds = set()
+    for member in members:
+        origin = typing.get_origin(member) or member
+        if origin is collections.abc.Callable:
+            if callable(value):
+                return None
+            return (
+                "this option takes a function, which a command line cannot give; the attention "
+                "back-end is chosen by --config.attention=auto|xla|cudnn|cpu"
+            )
+        if dataclasses.is_dataclass(member):
+            if isinstance(value, member):
+                return None
+            return f"this option takes a {member.__name__}; set it in a config file"
+        if origin in (int, float, bool, str, tuple):
+            kinds.add(origin)
+        elif member is not type(None):
+            return None  # Not a plain kind: the module checks it.
+    if float in kinds:
+        kinds.add(int)  # 0 is a fine dropout rate.
+    if tuple in kinds:
+        kinds.add(list)
+    names = " or ".join(sorted(k.__name__ for k in kinds))
+    if isinstance(value, bool) and bool not in kinds:
+        kinds.discard(int)  # True is an int to Python, not a size to the model.
+    if isinstance(value, tuple(kinds)):
+        return None
+    return f"this option takes {names}, not {type(value).__name__}"
 
 
 def resolve_total_steps(config, num_train_examples: int) -> int:
@@ -160,7 +270,7 @@ def resolve_total_steps(config, num_train_examples: int) -> int:
     if config.total_steps > 0:
         return int(config.total_steps)
     if config.total_epochs <= 0:
-        raise ValueError("set config.total_steps or config.total_epochs to a positive value.")
+        raise UserError("set config.total_steps or config.total_epochs to a positive value.")
     return math.ceil(config.total_epochs * num_train_examples / config.batch_size)
 
 
@@ -223,11 +333,20 @@ def make_train_step(model, tx, schedule, config, mesh):
         ema_params = state.ema_params
         if ema_params is not None:
             ema_params = optim.ema_update(ema_params, params, config.ema_decay)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if config.skip_nonfinite:  # The step (and so the data position) moves on regardless.
+            params, opt_state, ema_params = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old),
+                (params, opt_state, ema_params),
+                (state.params, state.opt_state, state.ema_params),
+            )
         metrics = {
             "train/loss": loss,
             "train/accuracy": accuracy,
-            "train/grad_norm": optax.tree.norm(grads),
+            "train/grad_norm": grad_norm,
             "train/lr": schedule(state.step),
+            FINITE_KEY: finite,
         }
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params
@@ -239,7 +358,7 @@ def make_train_step(model, tx, schedule, config, mesh):
 
 def jit_train_step(model, tx, schedule, config, mesh, state_shardings):
     """The trainer's compiled step: the state is donated and laid out by the
-    sharding rules (the benchmark times exactly this)."""
+    sharding rules (vit_jax.bench times exactly this)."""
     return jax.jit(
         make_train_step(model, tx, schedule, config, mesh),
         in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
@@ -428,7 +547,7 @@ def resolve_attention(config, mesh):
 class Trainer:
     """A model and a config turned into what the loop runs: the state
     factory, the state's abstract shapes and shardings, the jitted step.
-    train_and_evaluate, the benchmark and the GPU checks all build it here, so
+    train_and_evaluate, vit_jax.bench and the GPU checks all build it here, so
     the benchmark times exactly the step that trains."""
 
     model: Any
@@ -482,21 +601,31 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     total_steps = resolve_total_steps(config, num_train)
     with config.unlocked():
         config.total_steps = total_steps  # The schedule decays to this step.
-    first_step = Checkpoints.latest_step_in(os.path.join(workdir, "checkpoints"))
+    try:
+        optim.learning_rate_schedule(
+            config.lr, total_steps, config.warmup_steps, config.lr_decay, config.end_lr_fraction
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    latest_step = Checkpoints.latest_step_in(os.path.join(workdir, "checkpoints"))
+
+    def open_train_batches(start_step):
+        return data.get_iterator(
+            config.dataset,
+            config.train_split,
+            batch_size=config.batch_size,
+            preprocess=config.pp_train,
+            seed=config.seed,
+            train=True,
+            start_step=start_step,  # The data position is the step.
+            data_dir=config.data_dir,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+
     # Opening the training data now makes a missing dataset or a bad
     # preprocessing string fail before the model is built.
-    local_train_batches = data.get_iterator(
-        config.dataset,
-        config.train_split,
-        batch_size=config.batch_size,
-        preprocess=config.pp_train,
-        seed=config.seed,
-        train=True,
-        start_step=first_step,  # The data position is the step.
-        data_dir=config.data_dir,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
+    local_train_batches = open_train_batches(latest_step)
     # Native channels; decode's default (RGB) when the dataset's shape varies.
     channels = info.image_shape[-1] if info.image_shape else 3
     image_shape = (config.image_size, config.image_size, channels)
@@ -505,22 +634,27 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     description = describe_params(config.model_name, dict(config.model), abstract_params)
 
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-    if first_step:
+    state = None
+    if latest_step:
         targets = jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
             trainer.abstract_state,
             trainer.state_shardings,
         )
-        state = checkpoints.restore(targets, description)
-        logging.info("Resumed from %s at step %d.", checkpoints.directory, int(state.step))
+        state = checkpoints.restore_newest(targets, description)
+    if state is not None:
+        first_step = int(state.step)
+        logging.info("Resumed from %s at step %d.", checkpoints.directory, first_step)
     else:
+        first_step = 0
         state = trainer.init_state(config.seed)
         if config.pretrained:
             state = _load_pretrained(config, state)
-    assert int(state.step) == first_step, (int(state.step), first_step)
+    if first_step != latest_step:  # A newer checkpoint did not restore.
+        local_train_batches = open_train_batches(first_step)
 
     # Imported here: clu brings in TensorFlow, which the step functions above
-    # (and the benchmark, on accelerator images without TF) do not need.
+    # (and vit_jax.bench, on accelerator images without TF) do not need.
     from clu import metric_writers
 
     writer = metric_writers.create_default_writer(
@@ -559,6 +693,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         )
         return results
 
+    finiteness = FinitenessWatch(config.skip_nonfinite, checkpoints.directory)
     preemption = PreemptionWatch()
     timer_step, timer_start = first_step, time.perf_counter()
     step = first_step
@@ -566,22 +701,26 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         for step in range(first_step + 1, total_steps + 1):
             batch = next(train_batches)
             if step == first_step + 1 and batch["image"].shape[1:] != image_shape:
-                raise ValueError(
+                raise UserError(
                     f"pp_train produces images of shape {batch['image'].shape[1:]} but "
                     f"config.image_size={config.image_size} (×{image_shape[-1]} channels): "
                     "make them agree."
                 )
             state, metrics = train_step(state, batch)
+            finiteness.add(step, metrics.pop(FINITE_KEY))
             if step == first_step + 1:  # Time steps, not compilation.
                 jax.block_until_ready(state)
                 timer_step, timer_start = step, time.perf_counter()
 
             if step % config.log_every == 0 or step == total_steps:
+                skipped = finiteness.check(checkpoints.saved_steps())
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 elapsed = time.perf_counter() - timer_start
                 steps_per_sec = (step - timer_step) / elapsed if step > timer_step else 0.0
                 metrics["train/steps_per_sec"] = steps_per_sec
                 metrics["train/images_per_sec"] = steps_per_sec * config.batch_size
+                if config.skip_nonfinite:
+                    metrics["train/skipped_steps"] = float(skipped)
                 writer.write_scalars(step, metrics)
                 logging.info(_progress_line(step, total_steps, metrics))
                 timer_step, timer_start = step, time.perf_counter()
@@ -590,14 +729,17 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
             if fewshot_probe and config.fewshot_every and step % config.fewshot_every == 0:
                 run_fewshot(step)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
+                finiteness.check(checkpoints.saved_steps())
                 checkpoints.save(state, description)
             if preemption.requested(step):
+                finiteness.check(checkpoints.saved_steps())
                 checkpoints.save(state, description)
                 checkpoints.wait()
                 logging.warning(
                     "SIGTERM: saved a checkpoint at step %d; run the same command to resume.", step
                 )
                 return state
+        finiteness.check(checkpoints.saved_steps())
         checkpoints.save(state, description)
         results = run_eval(step)
         if fewshot_probe and not (config.fewshot_every and step % config.fewshot_every == 0):
@@ -623,13 +765,89 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         checkpoints.close()
 
 
+class FinitenessWatch:
+    """Collects each step's finite flag (a device scalar, so no host sync per
+    step) and reads them when asked: at log steps and before anything is
+    written. A non-finite step stops the run with a NonFiniteError, unless
+    `skip` (config.skip_nonfinite), where the step already left the state
+    unchanged and is only counted."""
+
+    def __init__(self, skip: bool, checkpoint_dir: str):
+        self._skip = skip
+        self._checkpoint_dir = checkpoint_dir
+        self._pending: list[tuple[int, jax.Array]] = []
+        self.skipped_total = 0
+
+    def add(self, step: int, finite: jax.Array) -> None:
+        self._pending.append((step, finite))
+
+    def check(self, saved_steps) -> int:
+        """The number of non-finite steps since the last check (skip mode);
+        raises on the first one otherwise. `saved_steps` are the checkpoints
+        kept so far, for the message."""
+        if not self._pending:
+            return 0
+        steps = [step for step, _ in self._pending]
+        flags = np.asarray(jax.device_get([flag for _, flag in self._pending]))
+        self._pending.clear()
+        bad = [step for step, ok in zip(steps, flags, strict=True) if not ok]
+        if not bad:
+            return 0
+        if not self._skip:
+            raise NonFiniteError(self._message(bad[0], saved_steps))
+        self.skipped_total += len(bad)
+        logging.warning(
+            "Skipped %d step(s) with a non-finite loss or gradient norm (steps %s; %d in this "
+            "run): config.skip_nonfinite is set.",
+            len(bad),
+            _step_ranges(bad),
+            self.skipped_total,
+        )
+        if len(bad) == len(steps):
+            raise NonFiniteError(
+                f"every step from {steps[0]} to {steps[-1]} had a non-finite loss or gradient "
+                f"norm and was skipped: the run is stuck. {_REMEDIES}"
+            )
+        return len(bad)
+
+    def _message(self, step: int, saved_steps) -> str:
+        kept = (
+            f"The last checkpoint, step {max(saved_steps)} in {self._checkpoint_dir}, is finite "
+            "and nothing after it was written; rerun with a change above to resume from it."
+            if saved_steps
+            else "No checkpoint was written."
+        )
+        return (
+            f"the loss or gradient norm is not finite at step {step}: training diverged. "
+            f"{_REMEDIES} {kept}"
+        )
+
+
+_REMEDIES = (
+    "Lower config.lr, warm up longer (config.warmup_steps), clip gradients "
+    "(config.grad_clip_norm=1.0), or set config.skip_nonfinite=True to skip such steps."
+)
+
+
+def _step_ranges(steps: list[int]) -> str:
+    """'3-5, 9' for [3, 4, 5, 9]."""
+    ranges = []
+    for step in steps:
+        if ranges and ranges[-1][1] == step - 1:
+            ranges[-1][1] = step
+        else:
+            ranges.append([step, step])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
 def _load_pretrained(config, state: TrainState) -> TrainState:
     """Replaces the fresh params (and EMA) by the pre-trained ones of
     config.pretrained, fitted to this model by vit_jax.checkpoint (new head,
     resized position embeddings); they keep the fresh params' shardings."""
     from vit_jax import checkpoint
 
-    params = checkpoint.load_pretrained(config.pretrained, state.params, dict(config.model))
+    with reraised_as_user_error(checkpoint.CheckpointError):  # Missing, or another model's.
+        params = checkpoint.load_pretrained(config.pretrained, state.params, dict(config.model))
     logging.info("Loaded pre-trained params from %s.", config.pretrained)
     return state.replace(params=params, ema_params=params if config.ema_decay else None)
 
@@ -643,6 +861,15 @@ def _export_npz(workdir: str, state: TrainState) -> None:
         exports["params_ema.npz"] = state.ema_params
     for filename, params in exports.items():
         host_params = global_to_host(params)  # Collective: every process takes part.
+        bad = [
+            optim.path_name(path)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(host_params)[0]
+            if not np.all(np.isfinite(leaf))
+        ]
+        if bad:  # The loop's checks make this unreachable; an export must never carry NaNs.
+            raise NonFiniteError(
+                f"{filename} not written: {', '.join(bad[:5])} hold non-finite values. {_REMEDIES}"
+            )
         if jax.process_index() == 0:
             checkpoint.save_npz(os.path.join(workdir, filename), host_params)
             logging.info("Exported %s.", os.path.join(workdir, filename))
