@@ -27,14 +27,25 @@ def softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def attention(x, p, bias=None):
-    """Multi-head self-attention; kernels are (D, heads, head_dim) as in the checkpoints."""
+def attention(x, p, bias=None, offset_keys=None):
+    """Multi-head self-attention; kernels are (D, heads, head_dim) as in the
+    checkpoints. `offset_keys` (2T-1, heads, head_dim): App. D.4's relative
+    attention, the query against the key of each pair's offset q - k, added
+    to the logits."""
     q = np.einsum("btd,dhk->bthk", x, p["query"]["kernel"]) + p["query"]["bias"]
     k = np.einsum("btd,dhk->bthk", x, p["key"]["kernel"]) + p["key"]["bias"]
     v = np.einsum("btd,dhk->bthk", x, p["value"]["kernel"]) + p["value"]["bias"]
     logits = np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(q.shape[-1])
     if bias is not None:
         logits = logits + bias
+    if offset_keys is not None:
+        tokens = q.shape[1]
+        for i in range(tokens):
+            for j in range(tokens):
+                key_ij = offset_keys[i - j + tokens - 1]  # (heads, head_dim)
+                logits[:, :, i, j] += np.einsum("bhk,hk->bh", q[:, i], key_ij) / np.sqrt(
+                    q.shape[-1]
+                )
     out = np.einsum("bhqt,bthk->bqhk", softmax(logits), v)
     return np.einsum("bqhk,hkd->bqd", out, p["out"]["kernel"]) + p["out"]["bias"]
 
@@ -100,11 +111,16 @@ def vit_forward(params, images, patch, classifier="token", posemb="learn_1d"):
     layer = 0
     while f"encoderblock_{layer}" in enc:
         blk = enc[f"encoderblock_{layer}"]
-        bias = None
-        if posemb == "relative":
+        bias, offset_keys = None, None
+        if posemb == "relative_bias":
             bias = relative_bias(enc[f"relpos_{layer}"]["rel_embedding"], rows, cols, has_cls)
+        if posemb == "relative":
+            offset_keys = enc[f"relpos_{layer}"]["rel_keys"]
         x = x + attention(
-            layer_norm(x, blk["LayerNorm_0"]), blk["MultiHeadDotProductAttention_0"], bias
+            layer_norm(x, blk["LayerNorm_0"]),
+            blk["MultiHeadDotProductAttention_0"],
+            bias,
+            offset_keys,
         )
         x = x + mlp(layer_norm(x, blk["LayerNorm_1"]), blk["MlpBlock_0"])
         layer += 1

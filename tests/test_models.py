@@ -101,9 +101,19 @@ def _random_params(model, images, seed=0):
         {"classifier": "gap", "posemb": "learn_2d"},
         {"classifier": "token", "posemb": "learn_2d", "representation_size": 12},
         {"posemb": "relative"},
+        {"classifier": "gap", "posemb": "relative"},
+        {"posemb": "relative_bias"},
         {"classifier": "gap", "posemb": "none"},
     ],
-    ids=["token-1d", "gap-2d", "token-2d-prelogits", "relative", "gap-none"],
+    ids=[
+        "token-1d",
+        "gap-2d",
+        "token-2d-prelogits",
+        "relative",
+        "gap-relative",
+        "bias",
+        "gap-none",
+    ],
 )
 def test_vit_equals_numpy_reference(overrides):
     model = get_model("testing", num_classes=7, **overrides)

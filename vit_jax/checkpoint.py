@@ -491,7 +491,7 @@ def _unsupported_for_timm(flat: Mapping[str, Any]) -> str | None:
     if any(key.startswith("Transformer/posembed_input/pos_embedding_") for key in flat):
         return "posemb='learn_2d'"
     if any(key.startswith("Transformer/relpos_") for key in flat):
-        return "posemb='relative'"
+        return "relative position embeddings (posemb='relative' or 'relative_bias')"
     return None
 
 

@@ -134,7 +134,44 @@ def resolve(name: str, mesh, dtype=jnp.float32) -> tuple[Callable, str]:
     return dot_product_attention, f"XLA's attention ({mesh.size} {platform} device(s))"
 
 
+def relative_attention(attention_fn: Callable, offset_keys) -> Callable:
+    """`attention_fn` with App. D.4's 1-D relative attention: each (query,
+    key) pair of tokens has the offset p_q − p_k, each offset a learned
+    embedding; an extra attention of the original queries against those
+    embeddings as keys gives logits that are added to the content logits as
+    a bias before the softmax. `offset_keys`: (2T − 1, heads, head_dim), row
+    o for the offset o − (T − 1).
+    """
+
+    def attend(
+        query,
+        key,
+        value,
+        bias=None,
+        mask=None,
+        *,
+        dropout_rng=None,
+        dropout_rate: float = 0.0,
+        deterministic: bool = True,
+        module=None,
+    ):
+        tokens = query.shape[1]
+        scale = jnp.asarray(1 / np.sqrt(query.shape[-1]), query.dtype)
+        # Every query against every offset's key, then each pair's own offset.
+        per_offset = jnp.einsum("bqhd,ohd->bhqo", query * scale, offset_keys.astype(query.dtype))
+        offsets = jnp.arange(tokens)[:, None] - jnp.arange(tokens)[None, :] + tokens - 1
+        index = jnp.broadcast_to(offsets, (*per_offset.shape[:2], tokens, tokens))
+        relative = jnp.take_along_axis(per_offset, index, axis=-1)
+        return attention_fn(
+            query, key, value, relative if bias is None else bias + relative, mask,
+            dropout_rng=dropout_rng, dropout_rate=dropout_rate,
+            deterministic=deterministic, module=module,
+        )  # fmt: skip
+
+    return attend
+
+
 def with_bias(attention_fn: Callable, bias) -> Callable:
     """`attention_fn` with an additive logit bias: flax's attention layer passes
-    a mask but no bias, so the relative position bias is bound here."""
+    a mask but no bias, so a position bias is bound here."""
     return functools.partial(attention_fn, bias=bias)

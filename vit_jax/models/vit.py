@@ -24,12 +24,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax.models.attention import dot_product_attention, with_bias
+from vit_jax.models.attention import dot_product_attention, relative_attention, with_bias
 from vit_jax.models.resnet import ResNetSpec, hybrid_stem
 
 Dtype = Any
 LAYER_NORM_EPSILON = 1e-6  # The official code's value; flax's default is 1e-6 too.
-POSEMB_KINDS = ("learn_1d", "learn_2d", "relative", "none")
+# "relative": App. D.4's 1-D relative attention; "relative_bias": a learned
+# scalar bias per head and 2-D patch offset instead (not the paper's).
+POSEMB_KINDS = ("learn_1d", "learn_2d", "relative", "relative_bias", "none")
+RELATIVE_KINDS = ("relative", "relative_bias")
 CLASSIFIERS = ("token", "gap")
 # "tanh": flax's nn.gelu default, which the official MlpBlock calls: the
 # published checkpoints were trained with it. "exact": x·Φ(x), timm's.
@@ -76,13 +79,27 @@ class AddPositionEmbs(nn.Module):
                 cls = self.param("pos_embedding_cls", init, (1, 1, hidden), self.param_dtype)
                 table = jnp.concatenate([cls, table], axis=1)
             return x + table
-        return x  # 'none', and 'relative' (which biases attention instead).
+        return x  # 'none', and the relative kinds (which act inside the attention).
+
+
+class RelativePositionKeys(nn.Module):
+    """App. D.4's relative position embeddings: one learned key per head for
+    each 1-D offset p_q − p_k of two tokens, (2T − 1, heads, head_dim)."""
+
+    num_tokens: int
+    num_heads: int
+    head_dim: int
+
+    @nn.compact
+    def __call__(self):
+        shape = (2 * self.num_tokens - 1, self.num_heads, self.head_dim)
+        return self.param("rel_keys", nn.initializers.normal(stddev=0.02), shape)
 
 
 class RelativePositionBias(nn.Module):
-    """A learned per-head attention bias indexed by the 2-D offset of two
-    patches (the 'relative' row of Table 8). The class token's interactions
-    get three extra learned entries (token→cls, cls→token, cls→cls)."""
+    """posemb='relative_bias': a learned per-head attention bias indexed by the
+    2-D offset of two patches, a simpler variant than App. D.4's. The class
+    token's interactions get three extra entries (token→cls, cls→token, cls→cls)."""
 
     grid: tuple[int, int]
     num_heads: int
@@ -152,17 +169,22 @@ class Encoder1DBlock(nn.Module):
     attention_dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
     gelu: str = "tanh"
+    posemb: str = "learn_1d"
     attention_fn: Callable = dot_product_attention
 
     @nn.compact
-    def __call__(self, x, deterministic: bool, attention_bias=None):
+    def __call__(self, x, deterministic: bool, relative_position=None):
+        """`relative_position`: this layer's offset keys (posemb 'relative') or
+        logit bias ('relative_bias')."""
         # Stochastic depth drops a whole residual branch per example.
         drop_path = lambda y: nn.Dropout(  # noqa: E731
             self.drop_path_rate, broadcast_dims=tuple(range(1, y.ndim))
         )(y, deterministic=deterministic)
         attention_fn = self.attention_fn
-        if attention_bias is not None:
-            attention_fn = with_bias(attention_fn, attention_bias)
+        if self.posemb == "relative":
+            attention_fn = relative_attention(attention_fn, relative_position)
+        elif self.posemb == "relative_bias":
+            attention_fn = with_bias(attention_fn, relative_position)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype, name="LayerNorm_0")(x)
         y = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads,
@@ -206,9 +228,14 @@ class Encoder(nn.Module):
         # `deterministic` is a Python bool, static for remat (argument 2 incl. self).
         block_cls = nn.remat(Encoder1DBlock, static_argnums=(2,)) if self.remat else Encoder1DBlock
         for i in range(self.num_layers):
-            bias = None
+            relative = None
             if self.posemb == "relative":
-                bias = RelativePositionBias(
+                head_dim = x.shape[-1] // self.num_heads
+                relative = RelativePositionKeys(
+                    x.shape[1], self.num_heads, head_dim, name=f"relpos_{i}"
+                )()
+            elif self.posemb == "relative_bias":
+                relative = RelativePositionBias(
                     self.grid, self.num_heads, self.has_class_token, name=f"relpos_{i}"
                 )()[None]
             x = block_cls(
@@ -220,9 +247,10 @@ class Encoder(nn.Module):
                 # Linear in depth, as timm and big_vision do; 0 is the paper.
                 drop_path_rate=self.stochastic_depth * i / max(self.num_layers - 1, 1),
                 gelu=self.gelu,
+                posemb=self.posemb,
                 attention_fn=self.attention_fn,
                 name=f"encoderblock_{i}",
-            )(x, not train, bias)
+            )(x, not train, relative)
         return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
 
 
