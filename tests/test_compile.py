@@ -1,0 +1,147 @@
+"""vit_jax.compile: the trainer's real step compiled for TPU slices and GPUs
+this machine does not have (libtpu's and the CUDA plugin's compilers, from
+requirements-compile.txt in .venv/compilers), on tiny models."""
+
+import json
+
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+import vit_jax.compile as vc  # Puts the compilers (.venv/compilers) on sys.path.
+from vit_jax import sharding, train
+from vit_jax.models import attention
+
+# Hosts: v3:4x4 is 32 TensorCores on 4 hosts, v5e:4x4 16 chips on 4 hosts.
+TPU_TARGETS = ("tpu-v3:4x4", "tpu-v5e:4x4")
+
+
+def tiny_config(**changes) -> ml_collections.ConfigDict:
+    """A one-block ViT at 32 px (17 tokens: odd, like the paper's 197), batch 64:
+    compiles in seconds. Widths are multiples of 128 so that TPU tiling pads
+    almost nothing and FSDP's shards are exact fractions."""
+    config = train.default_config()
+    config.model_name = "testing"
+    config.model = ml_collections.ConfigDict(
+        dict(hidden_size=512, mlp_dim=2048, num_heads=4, num_layers=1, patch_size=(8, 8))
+    )
+    config.dataset = "cifar10"
+    config.image_size = 32
+    config.batch_size = 64
+    config.total_steps = 10
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def reports():
+    """Each (target, layout) compiled once for the module's tests."""
+    cache = {}
+
+    def get(target, layout, **changes):
+        key = (target, layout, tuple(sorted(changes.items())))
+        if key not in cache:
+            mesh = {
+                "dp": (("data", -1), ("fsdp", 1)),
+                "fsdp": (("data", 2), ("fsdp", -1)),
+                "tp": (("data", -1), ("fsdp", 1), ("model", 4)),
+            }[layout]
+            config = tiny_config(mesh=mesh, **changes)
+            if layout == "tp":
+                config.sharding_rules = sharding.TENSOR_PARALLEL_RULES + ((".*", "fsdp"),)
+            cache[key] = vc.compile_train_step(config, target, model_flops=False)
+        return cache[key]
+
+    return get
+
+
+def test_targets_by_name():
+    v3 = vc.get_target("tpu-v3-32")
+    assert (v3.topology, v3.num_devices, v3.num_hosts) == ("v3:4x4", 32, 4)
+    assert v3.peak_flops_per_device == 61.5e12 and v3.hbm_bytes_per_device == 16 * vc.GiB
+    assert vc.get_target("tpu-v4-16").topology == "v4:2x2x2"
+    assert vc.get_target("tpu-v5e-16").topology == "v5e:4x4"
+    assert vc._torus_shape(64, 3) == (4, 4, 4) and vc._torus_shape(16, 3) == (2, 2, 4)
+    with pytest.raises(ValueError, match="Unknown target"):
+        vc.get_target("tpu-v9-8")
+
+
+@pytest.mark.parametrize("target", TPU_TARGETS)
+def test_data_parallel_step_gathers_no_parameters(reports, target):
+    report = reports(target, "dp")
+    assert report["fits"] and report["num_hosts"] == 4
+    assert report["mesh"]["data"] == report["num_devices"]
+    # Replicated parameters: gradients are all-reduced, nothing is gathered.
+    assert report["collectives"]["all-gather"]["count"] == 0, report["collectives"]
+    assert report["collectives"]["all-reduce"]["count"] >= 1
+    assert report["xla_flops_per_device"] > 0
+    if target.startswith("tpu-v3"):  # libtpu's cost model covers v3 (and v5p), not v5e.
+        assert report["cost_model_step_seconds"] > 0 and 0 < report["mfu_bound"] <= 1
+    assert report["memory"]["aliased_bytes"] > 0  # The state is donated.
+
+
+@pytest.mark.parametrize("target", TPU_TARGETS)
+def test_fsdp_shards_the_state(reports, target):
+    dp, fsdp = reports(target, "dp"), reports(target, "fsdp")
+    shards = fsdp["mesh"]["fsdp"]
+    assert shards == fsdp["num_devices"] // 2
+    # Parameters and Adam's moments are split over fsdp: the state (the donated
+    # arguments) shrinks to 1/shards, up to biases' tile padding.
+    ratio = fsdp["memory"]["aliased_bytes"] / dp["memory"]["aliased_bytes"]
+    assert 1 / shards <= ratio < 1.25 / shards, (ratio, shards)
+    assert fsdp["collectives"]["all-gather"]["count"] > 0  # Parameters gathered per use.
+
+
+def test_tensor_parallel_rules_compile(reports):
+    target = "tpu-v5e:4x4"
+    dp, tp = reports(target, "dp"), reports(target, "tp")
+    assert tp["fits"] and tp["mesh"]["model"] == 4
+    assert tp["memory"]["arguments_bytes"] < dp["memory"]["arguments_bytes"]
+    # Megatron layout: activations are all-reduced over 'model' inside the blocks.
+    assert tp["collectives"]["all-reduce"]["count"] > dp["collectives"]["all-reduce"]["count"]
+
+
+def test_auto_attention_resolves_from_the_mesh(reports):
+    """A TPU mesh in a CPU process takes XLA's attention, never the CPU kernel."""
+    target = vc.get_target("tpu-v3:4x4")
+    mesh = sharding.make_mesh((("data", -1),), target.devices)
+    fn, why = attention.resolve("auto", mesh, jnp.float32)
+    assert fn is attention.dot_product_attention and "tpu" in why
+    report = reports("tpu-v3:4x4", "dp")
+    assert not any("cpu" in call for call in report["custom_calls"]), report["custom_calls"]
+    with pytest.raises(ValueError, match="one CPU device"):
+        attention.resolve("cpu", mesh, jnp.float32)
+
+
+def test_out_of_memory_is_a_report():
+    config = tiny_config(batch_size=2**17, image_size=64, mesh=(("data", -1), ("fsdp", 1)))
+    report = vc.compile_train_step(config, "tpu-v3:2x2", model_flops=False)
+    assert report["fits"] is False
+    assert report["memory"]["required_bytes"] > report["memory"]["available_bytes"] > 15 * 2**30
+    assert "RESOURCE_EXHAUSTED" in report["memory"]["compiler_message"]
+
+
+def test_gpu_auto_takes_cudnn_attention_forward_and_backward():
+    """bf16 on H100s: 'auto' is cuDNN's fused attention at the ViT's odd token
+    count (65), in the training step's forward and backward."""
+    config = tiny_config(mesh=(("data", -1), ("fsdp", 1)))
+    config.model.dtype = "bfloat16"
+    report = vc.compile_train_step(config, "h100x2", model_flops=False)
+    assert report["num_devices"] == 2 and report["fits"]
+    assert report["cudnn_attention"] == {"forward": True, "backward": True}, report
+    assert "cost_model_step_seconds" not in report and "wait" in report["step_time_note"]
+
+
+def test_collectives_parse_hlo_text():
+    text = "\n".join(
+        [
+            "  %all-gather.1 = f32[8,128]{1,0} all-gather(f32[1,128]{1,0} %p), dimensions={0}",
+            "  %ags = (bf16[4]{0}, bf16[32]{0}) all-gather-start(bf16[4]{0} %x), dimensions={0}",
+            "  ROOT %all-reduce = (f32[10]{0}, s32[]) all-reduce(f32[10]{0} %a, s32[] %b)",
+        ]
+    )
+    found = vc.collectives(text)
+    assert found["all-gather"] == {"count": 2, "bytes": 8 * 128 * 4 + 32 * 2}
+    assert found["all-reduce"] == {"count": 1, "bytes": 44}
+    assert json.dumps(found)
