@@ -6,6 +6,7 @@ import skimage.data
 import tensorflow as tf
 
 from vit_jax.data import preprocess as pp
+from vit_jax.data import vtab
 
 ASTRONAUT = skimage.data.astronaut()  # (512, 512, 3) uint8
 CHELSEA = skimage.data.chelsea()  # (300, 451, 3) uint8
@@ -110,6 +111,43 @@ def test_recipe_strings_spell_the_paper_settings():
     assert pp.recipe("pretrain_eval") == (
         "decode|resize_small(256)|central_crop(224)|value_range(-1, 1)"
     )
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "clevr_count",
+        "clevr_distance",
+        "dmlab",
+        "kitti_distance",
+        "smallnorb_elevation",
+        "dsprites_location",
+        "dsprites_orientation",
+        "smallnorb_azimuth",
+        "svhn",
+        "dtd",
+    ],
+)
+def test_vtab_training_keeps_what_the_label_reads(task):
+    # Over 12 seeds the training preprocessing of `task` gives only the whole
+    # photo (resized), or its mirror where a flip keeps the label; a crop shows
+    # as anything else, and must occur only where crops keep the label.
+    spec = pp.recipe(vtab.train_recipe(task), 32)
+    whole = run("decode|resize(32)|value_range(-1, 1)", CHELSEA)["image"]
+    seen = set()
+    for seed in range(12):
+        out = run(spec, CHELSEA, seed=(seed, 7))["image"]
+        if np.allclose(out, whole, atol=1e-5):
+            seen.add("whole")
+        elif np.allclose(out, whole[:, ::-1], atol=1e-5):
+            seen.add("mirror")
+        else:
+            seen.add("crop")
+    flips = task not in vtab.FLIP_CHANGES_LABEL
+    if task in vtab.CROP_CHANGES_LABEL:
+        assert seen == ({"whole", "mirror"} if flips else {"whole"})
+    else:  # Crops (of an aspect the photo does not have): a flip is seen only in the string.
+        assert seen == {"crop"} and ("flip_lr" in spec) == flips
 
 
 def test_bad_strings_name_the_problem():

@@ -250,6 +250,10 @@ RECIPES = {
     # Fine-tuning at 384: crop of 5-100% of the area + flip; evaluation resizes the whole image.
     "finetune": (384, "decode|inception_crop({size})|flip_lr|value_range(-1, 1)"),
     "finetune_eval": (384, "decode|resize({size})|value_range(-1, 1)"),
+    # Fine-tuning where a crop or a flip would change the label (VTAB's structured
+    # tasks, see vit_jax.data.vtab.train_recipe): only the other one, or neither.
+    "finetune_no_flip": (384, "decode|inception_crop({size})|value_range(-1, 1)"),
+    "finetune_no_crop": (384, "decode|resize({size})|flip_lr|value_range(-1, 1)"),
 }
 
 

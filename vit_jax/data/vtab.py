@@ -249,3 +249,41 @@ VTAB_GROUPS = {
         "smallnorb_elevation",
     ),
 }
+
+
+# Training augmentation, as the VTAB protocol the paper follows (App. B.1.1;
+# Kolesnikov et al. 2020, Sec. 3.3): random crops and flips, left out where they
+# destroy the label (object orientation, coordinates in the frame, counts).
+# Task → why a random crop (the Inception crop keeps 5-100% of the frame and
+# rescales it) changes the label.
+CROP_CHANGES_LABEL = {
+    "clevr_count": "it cuts objects out of the scene, and the label counts them",
+    "clevr_distance": "it can cut out the closest object and rescales apparent depth",
+    "dmlab": "the label is the distance to an object (and its kind): it can be cut out",
+    "dsprites_location": "the label is the shape's x position in the frame",
+    "dsprites_orientation": "it can cut out the small shape whose angle is the label",
+    "kitti_distance": "it can cut out the closest vehicle and rescales apparent depth",
+    "smallnorb_azimuth": "the pose is read from the whole object, which it cuts and moves",
+    "smallnorb_elevation": "the camera elevation shows in the object's place and shape",
+}
+# Task → why a horizontal flip changes the label.
+FLIP_CHANGES_LABEL = {
+    "svhn": "a mirrored digit is not that digit",
+    "dsprites_location": "it mirrors the x position",
+    "dsprites_orientation": "it mirrors the angle",
+    "smallnorb_azimuth": "it mirrors the azimuth",
+}
+
+
+def train_recipe(task: str) -> str:
+    """The fine-tuning preprocessing recipe (vit_jax.data.RECIPES) of `task`:
+    Inception crop and flip, less what changes the task's label."""
+    if task not in VTAB_TASKS:
+        raise ValueError(f"Unknown VTAB task {task!r}; known: {', '.join(VTAB_TASKS)}.")
+    crop, flip = task not in CROP_CHANGES_LABEL, task not in FLIP_CHANGES_LABEL
+    return {
+        (True, True): "finetune",
+        (True, False): "finetune_no_flip",
+        (False, True): "finetune_no_crop",
+        (False, False): "finetune_eval",  # Resize only: the evaluation recipe.
+    }[crop, flip]
