@@ -5,8 +5,12 @@ reach the same accuracy, but GAP needs a lower learning rate.
 
 Argument keys: classifier (token | gap), lr (0: the classifier's own, below),
 model. Pre-training is the model's Table 3 JFT-300M row (7 epochs) with only
-the classifier and the learning rate changed. GAP averages the patch tokens and
-has no class token (vit_jax.models.vit).
+the classifier and the learning rate changed. GAP averages the patch tokens, has
+no class token (vit_jax.models.vit) and, as App. D.3 describes it ("global
+average-pooling (GAP) them, followed by a linear classifier—just like ResNet's
+final feature map"), no pre-logits layer: the pooled tokens go straight to the
+linear head. The class token keeps the pre-training head of Sec. 3.1 (pre-logits
+MLP, tanh).
 """
 
 from configs import common, vit_pretrain
@@ -23,5 +27,7 @@ def get_config(arg=None):
     common.check_choice(f"lr (Fig. 9, {choice.classifier})", lr, LEARNING_RATES[choice.classifier])
     config = vit_pretrain.get_config(f"model={choice.model},dataset=jft,epochs=7")
     config.model.classifier = choice.classifier
+    if choice.classifier == "gap":
+        config.model.representation_size = None  # A linear classifier (App. D.3).
     config.lr = lr
     return config

@@ -1,5 +1,7 @@
-"""What every paper config shares: the variant argument and resolution-following
-preprocessing. The hyper-parameters themselves live in each config file.
+"""What the paper configs share: the variant argument, resolution-following
+preprocessing, and the pre-training and fine-tuning recipes (Sec. 4.1, App. B.1).
+Each config file starts from vit_jax.train.default_config() (the documented
+schema) and sets only what differs from it.
 
     get_config("model=ViT-B_16,dataset=cifar10,lr=0.003")
 
@@ -91,3 +93,59 @@ def set_model(config: ml_collections.ConfigDict, name: str, **options) -> None:
     """config.model_name and config.model (the get_model overrides)."""
     config.model_name = name
     config.model = ml_collections.ConfigDict(options)
+
+
+# Pre-training (Sec. 4.1, App. B.1): Adam with β1 0.9, β2 0.999 (default_config's
+# values), batch 4096, 10k linear warm-up steps, 224 px with an Inception crop and
+# a flip. Table 3's caption clips gradients at global norm 1 on ImageNet-1k only.
+PRETRAIN_BATCH_SIZE = 4096
+PRETRAIN_WARMUP_STEPS = 10_000
+PRETRAIN_RESOLUTION = 224
+
+# Fine-tuning (Sec. 4.1, App. B.1.1): SGD with momentum 0.9, batch 512, cosine
+# decay, no weight decay, clipping at global norm 1 (default_config's optimiser
+# values but 'sgd'), 384 px.
+FINETUNE_BATCH_SIZE = 512
+FINETUNE_RESOLUTION = 384
+
+
+def set_pretraining(
+    config, *, lr, lr_decay, weight_decay, grad_clip_norm, epochs=0.0, steps=0
+) -> None:
+    """The pre-training recipe with one row's values (Table 3); the run's length
+    in epochs of the training split or in steps."""
+    config.image_size = PRETRAIN_RESOLUTION
+    config.pp_train = recipe_following_image_size(config, "pretrain")
+    config.pp_eval = recipe_following_image_size(config, "pretrain_eval")
+    config.batch_size = PRETRAIN_BATCH_SIZE
+    config.total_steps = steps
+    config.total_epochs = float(epochs)
+    config.lr = lr
+    config.lr_decay = lr_decay
+    config.weight_decay = weight_decay
+    config.warmup_steps = PRETRAIN_WARMUP_STEPS
+    config.grad_clip_norm = grad_clip_norm
+    # Runs of days: evaluate and checkpoint every few hours.
+    config.log_every = 100
+    config.eval_every = 10_000
+    config.checkpoint_every = 2_000
+    config.keep_checkpoints = 2
+
+
+def set_finetuning(
+    config, *, steps, warmup_steps, lr, resolution, pretrained, train_recipe="finetune"
+) -> None:
+    """The fine-tuning recipe (Table 4's, VTAB's and masked patch prediction's):
+    a new zero head on `pretrained`, `train_recipe`'s augmentation at `resolution`."""
+    config.pretrained = pretrained
+    config.image_size = resolution
+    config.pp_train = recipe_following_image_size(config, train_recipe)
+    config.pp_eval = recipe_following_image_size(config, "finetune_eval")
+    config.batch_size = FINETUNE_BATCH_SIZE
+    config.total_steps = steps
+    config.optimizer = "sgd"
+    config.lr = lr
+    config.warmup_steps = warmup_steps
+    config.eval_every = max(steps // 10, 100)
+    config.checkpoint_every = 1_000
+    config.keep_checkpoints = 1

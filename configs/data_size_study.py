@@ -48,7 +48,7 @@ def get_config(arg=None):
         config.train_split = f"train[{JFT_HELD_OUT}:{JFT_HELD_OUT + size}]"
         config.total_epochs = 0.0
         config.total_steps = math.ceil(
-            SUBSET_EPOCHS_OF_FULL_JFT * JFT_IMAGES / vit_pretrain.BATCH_SIZE
+            SUBSET_EPOCHS_OF_FULL_JFT * JFT_IMAGES / common.PRETRAIN_BATCH_SIZE
         )
     if choice.weight_decay >= 0:
         config.weight_decay = choice.weight_decay

@@ -9,11 +9,16 @@ false: train on all 1000 examples, evaluate on the test split).
 
 Every task uses the same recipe (App. B.1.1): 2,500 steps at lr 0.01, otherwise
 the Table 4 fine-tuning recipe (SGD momentum 0.9, batch 512, cosine, 500 warm-up
-steps, no weight decay, clipping at 1, 384 px).
+steps, no weight decay, clipping at 1, 384 px). The training augmentation follows
+the VTAB protocol: an Inception crop and a flip, less the crop or the flip where
+it would change the task's label (vit_jax.data.vtab.train_recipe: no crop on the
+structured tasks of counts, distances, positions and poses; no flip on SVHN,
+dSprites and smallNORB azimuth).
 """
 
 from configs import common, vit_finetune
 from vit_jax.data import VTAB_GROUPS
+from vit_jax.data.vtab import train_recipe
 from vit_jax.train import default_config
 
 STEPS = 2_500
@@ -29,11 +34,13 @@ def get_config(arg=None):
     config.dataset = f"vtab/{choice.task}"
     config.train_split = "train800" if choice.holdout else "train800val200"
     config.test_split = "val200" if choice.holdout else "test"
-    vit_finetune.finetune_config(
+    common.set_finetuning(
         config,
         steps=STEPS,
+        warmup_steps=vit_finetune.WARMUP_STEPS,
         lr=LR,
-        resolution=vit_finetune.fit_to_patches(choice.model, vit_finetune.RESOLUTION),
+        resolution=vit_finetune.fit_to_patches(choice.model, common.FINETUNE_RESOLUTION),
         pretrained=choice.pretrained,
+        train_recipe=train_recipe(choice.task),
     )
     return config
