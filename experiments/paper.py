@@ -8,9 +8,11 @@
 
 `plan` prints, per run, its config and overrides, parameters, forward GFLOPs at
 the config's resolution, training exaFLOPs (3 × forward FLOPs × images seen, App.
-Table 6's convention), the paper's published number for that cell and a device
-time. `run --local` trains each run in turn in this process, at the config's
-scale or shrunk by --tiny (the 'testing' ViT on digits, 2 steps) and/or --set.
+Table 6's convention), the paper's published number for that cell and the time in
+TPUv3-core-days beside Table 2's where it gives one (and in days of a benchmarked
+device where experiments/bench measured the model). `run --local` trains each
+run in turn in this process, at the config's scale or shrunk by --tiny (the
+'testing' ViT on digits, 2 steps) and/or --set.
 Work directories: workdirs/paper/<experiment>/<run>; a fine-tuning run reads the
 params.npz its pre-training run exports there. Run from the repository root.
 """
@@ -56,11 +58,32 @@ def planned(experiment: matrix.Experiment, extra=(), tiny=False, only=None):
 def _published_text(run: matrix.Run, cost: estimate.RunCost) -> str:
     parts = []
     for what, number in run.published:
+        if what == matrix.TABLE_2_CORE_DAYS:
+            continue  # Printed beside the estimate, on the core-days line.
         text = f"{what} {number:g}"
         if what == "exaFLOPs":
             text += f" (measured here {100 * (cost.train_exaflops / number - 1):+.1f}%)"
         parts.append(text)
+    if not parts and matrix.TABLE_2_CORE_DAYS in dict(run.published):
+        return "Table 2's pre-training cost: beside the estimate, on the core-days line"
     return "; ".join(parts) or "(no published number for this cell)"
+
+
+def _days(days: float) -> str:
+    return f"{days:,.0f}" if days >= 100 else f"{days:.3g}"
+
+
+def _core_days_text(run: matrix.Run, cost: estimate.RunCost) -> str:
+    """The estimate in TPUv3-core-days, with Table 2's number and the estimate
+    as a percentage of it where the run is one of Table 2's pre-trainings."""
+    text = f"{_days(cost.tpu_core_days)} TPUv3-core-days"
+    published = dict(run.published).get(matrix.TABLE_2_CORE_DAYS)
+    if published:
+        text += (
+            f" (Table 2: {published:,.0f} TPUv3-core-days; the estimate is "
+            f"{100 * cost.tpu_core_days / published:.0f}% of it)"
+        )
+    return text
 
 
 def format_plan_entry(index, total, run, config, items, cost) -> str:
@@ -70,20 +93,21 @@ def format_plan_entry(index, total, run, config, items, cost) -> str:
         if config.total_steps
         else f"{config.total_epochs:g} epochs of {config.dataset}[{config.train_split}]"
     )
-    return "\n".join(
-        [
-            f"[{index}/{total}] {run.name}",
-            f"  config     {run.config_spec}",
-            f"  overrides  {' '.join(items) or '(none)'}",
-            f"  model      {config.model_name} {dict(config.model) or ''}".rstrip()
-            + f": {cost.params / 1e6:,.1f}M params, {cost.forward_gflops:,.2f} GFLOPs "
-            f"forward at {config.image_size} px",
-            f"  training   {length}: {cost.images_seen:,.0f} images, batch "
-            f"{config.batch_size}, {steps:,} steps -> {cost.train_exaflops:,.3g} exaFLOPs",
-            f"  paper      {_published_text(run, cost)}",
-            f"  device     {cost.device_days:,.3g} days",
-        ]
-    )
+    lines = [
+        f"[{index}/{total}] {run.name}",
+        f"  config     {run.config_spec}",
+        f"  overrides  {' '.join(items) or '(none)'}",
+        f"  model      {config.model_name} {dict(config.model) or ''}".rstrip()
+        + f": {cost.params / 1e6:,.1f}M params, {cost.forward_gflops:,.2f} GFLOPs "
+        f"forward at {config.image_size} px",
+        f"  training   {length}: {cost.images_seen:,.0f} images, batch "
+        f"{config.batch_size}, {steps:,} steps -> {cost.train_exaflops:,.3g} exaFLOPs",
+        f"  paper      {_published_text(run, cost)}",
+        f"  core-days  {_core_days_text(run, cost)}",
+    ]
+    if cost.measured_days is not None:
+        lines.append(f"  measured   {_days(cost.measured_days)} {cost.measured_unit}")
+    return "\n".join(lines)
 
 
 def command_list(_args) -> None:
@@ -95,12 +119,9 @@ def command_plan(args) -> None:
     experiment = _get_experiment(args.experiment)
     runs = _select(experiment, args.only)
     print(f"{experiment.title}: {len(runs)} run(s)")
-    sources = set()
     for index, entry in enumerate(planned(experiment, args.set, args.tiny, args.only), 1):
         print(format_plan_entry(index, len(runs), *entry), flush=True)
-        sources.add(entry[3].device_source)
-    for source in sorted(sources):
-        print(f"Device days: {source}.")
+    print(f"core-days: {estimate.CORE_DAYS_BASIS}.")
 
 
 def workdir(experiment: str, run: matrix.Run) -> str:

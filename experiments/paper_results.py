@@ -1,6 +1,6 @@
-"""The paper's published numbers (PAPER.md §5), as data: what the full-scale
-configs aim at, printed by `python -m experiments.paper plan` beside each run.
-Nothing here is a result of this project."""
+"""The paper's published numbers (Tables 2 and 8, App. Table 6, Sec. 4.6), as
+data: what the full-scale configs aim at, printed by `python -m experiments.paper
+plan` beside each run. Nothing here is a result of this project."""
 
 # Table 2: fine-tuned accuracy (%) per pre-trained model; the last row is the
 # pre-training cost in TPUv3-core-days.

@@ -54,7 +54,24 @@ def test_plan_prints_costs_and_the_published_number(capsys):
     assert "model_name=testing" in out and "total_steps=10" in out
     assert "10 steps: 80 images" in out  # --set wins over --tiny's 2 steps.
     assert "5-shot linear ImageNet 0.64032" in out
-    assert "Device days: TPUv3-core-days at an assumed" in out
+    assert "core-days: TPUv3-core-days at 19.7 TFLOP/s per core" in out
+
+
+def test_plan_puts_core_days_beside_table_2s(capsys):
+    # Table 2's last row: ViT-L/16 on ImageNet-21k, 0.23k TPUv3-core-days.
+    paper.main(["plan", "table2", "--only", "ViT-L_16-imagenet21k-90ep-cifar10"])
+    assert "measured" not in capsys.readouterr().out  # No benchmark of ViT-L_16 at 384 px.
+    run = next(
+        r for r in matrix.experiments()["table2"].runs if r.name == "ViT-L_16-imagenet21k-90ep"
+    )
+    cost = estimate.run_cost(run.load_config())
+    line = paper.format_plan_entry(1, 1, run, run.load_config(), (), cost).splitlines()[-1]
+    percent = round(100 * cost.tpu_core_days / 230)
+    assert line == (
+        f"  core-days  {cost.tpu_core_days:,.0f} TPUv3-core-days (Table 2: 230 "
+        f"TPUv3-core-days; the estimate is {percent}% of it)"
+    )
+    assert 80 < percent < 150  # ViT-L/16's exaFLOPs at ViT-H/14's rate.
 
 
 def test_device_time_comes_from_a_benchmark_when_there_is_one(tmp_path):
@@ -67,8 +84,11 @@ def test_device_time_comes_from_a_benchmark_when_there_is_one(tmp_path):
     record = dict(mode="train", model="testing", resolution=16, images_per_s=4.0)
     bench.write_text(json.dumps({**record, "num_devices": 2, "device_kind": "TPU v9"}) + "\n")
     cost = estimate.run_cost(config, bench_file=str(bench))
-    assert cost.device_days == pytest.approx(16 / 4.0 * 2 / 86400)  # 2 steps of 8 images.
-    assert "TPU v9" in cost.device_source
+    assert cost.measured_days == pytest.approx(16 / 4.0 * 2 / 86400)  # 2 steps of 8 images.
+    assert cost.measured_unit.startswith("TPU v9-days (2 device(s) at 4 images/s")
+    text = paper.format_plan_entry(1, 1, run, config, (), cost)
+    assert text.splitlines()[-1].startswith("  measured   9.26e-05 TPU v9-days")
+    assert "TPUv3-core-days" in text.splitlines()[-2]  # Table 2's unit stays beside it.
 
 
 def test_print_command_is_the_main_command_line(capsys):
