@@ -1,4 +1,4 @@
-"""Bad input fails with a clear message before any training starts."""
+"""Bad input fails with a clear message (a UserError) before any training starts."""
 
 import importlib.util
 import os
@@ -10,6 +10,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from vit_jax import train
+from vit_jax.errors import UserError
 from vit_jax.train_state import Checkpoints, TrainState, describe_params
 
 
@@ -49,18 +50,42 @@ def test_config_field_that_does_not_exist_in_the_file():
 
 
 def _parse_command_line(*overrides):
-    """Parses flags as `python -m vit_jax.main` does (config_flags reads argv)."""
+    """Parses flags as `python -m vit_jax.main` does (config_flags reads argv;
+    main.py accepts new attributes so that any model option can be set)."""
     argv = ["main", "--config=configs/testing.py", *overrides]
     flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, sys_argv=argv)
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "",
+        flag_values=flag_values,
+        sys_argv=argv,
+        lock_config=False,
+        accept_new_attributes=True,
+    )
     flag_values(argv)
     return flag_values.config
 
 
 def test_command_line_override_of_a_missing_field_is_rejected():
     assert _parse_command_line("--config.lr=0.1").lr == 0.1
-    with pytest.raises(Exception, match="learning_rat"):
-        _parse_command_line("--config.learning_rat=0.1")
+    config = _parse_command_line("--config.learning_rate=0.1")
+    with pytest.raises(UserError, match="config.learning_rate is not a field.*'lr'"):
+        train.check_config(config)
+
+
+def test_command_line_sets_model_options_the_file_does_not_list():
+    config = _parse_command_line(
+        "--config.model.remat=true",
+        "--config.model.classifier=gap",
+        "--config.model.dtype=bfloat16",
+    )
+    assert dict(config.model) == {"remat": True, "classifier": "gap", "dtype": "bfloat16"}
+    train.check_config(config)
+    model = train.make_model(config, num_classes=10)
+    assert model.remat is True and model.classifier == "gap"
+    with pytest.raises(UserError, match="not an option of testing .* Its options: .*remat"):
+        train.check_config(_parse_command_line("--config.model.attention_impl=explicit"))
 
 
 def _tiny_state(width):
