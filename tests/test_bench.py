@@ -40,6 +40,7 @@ def test_forward_and_train_print_and_record_every_field(tmp_path, capsys):
         assert record["matmul_shape"] in ([64, 64, 64], [8 * 17, 16, 32])
         assert record["params"] == costs.count_params(costs.abstract_params(testing_vit, 16))
         assert record["load_avg_1m"] >= 0
+        assert record["cpu_model"] and len(record["commit"]) >= 7  # Results name both.
     forward, train = records
     # A train step is forward + backward (+ optimizer): at least 3× the model FLOPs.
     assert train["model_flops_per_step"] == pytest.approx(3 * forward["model_flops_per_step"])

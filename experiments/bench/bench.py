@@ -576,13 +576,32 @@ def mesh_peak(dtype: str, mesh) -> float | None:
 # ---------------------------------------------------------------- output
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the architecture's."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            line = next((x for x in cpuinfo if x.startswith("model name")), "")
+    except OSError:
+        line = ""
+    return line.split(":", 1)[1].strip() if ":" in line else platform.machine()
+
+
+def _commit() -> str:
+    """The git commit the benchmark ran at ('' outside a checkout)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True)
+    return done.stdout.decode().strip() if done.returncode == 0 else ""
+
+
 def describe_run(peak: dict | None, host_memory_reuse: bool = False) -> dict:
     """What every record of this run shares: machine, versions, load, peak,
     and whether glibc kept freed step buffers for reuse (host_memory.py)."""
     device = jax.devices()[0]
     run = {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _commit(),
         "host": platform.node(),
+        "cpu_model": _cpu_model(),
         "platform": device.platform,
         "device_kind": device.device_kind,
         "num_devices": jax.device_count(),

@@ -94,17 +94,13 @@ def run(setting) -> report.StudyResult:
         {"family": "family", "model": "model", "petaflops": "pre-training PFLOPs", **METRICS},
         percent=METRICS,
     )
-    plots = [
-        report.line_plot(
-            f"{setting.out_dir}/compute_{metric}.png",
-            summary,
-            x="petaflops",
-            y=metric,
-            series="family",
-            xlabel="pre-training compute (PFLOPs, measured forward × 3 × images)",
-            ylabel=f"{legend} accuracy (%)",
-        )
-        for metric, legend in METRICS.items()
-    ]
+    plots = report.metric_line_plots(
+        f"{setting.out_dir}/compute",
+        summary,
+        METRICS,
+        x="petaflops",
+        series="family",
+        xlabel="pre-training compute (PFLOPs, measured forward × 3 × images)",
+    )
     notes = f"{STEPS} Adam steps at batch 128 for every model; FLOPs from XLA's cost analysis."
     return report.StudyResult(records, summary, table, plots, notes)

@@ -102,18 +102,14 @@ def run(setting) -> report.StudyResult:
     table = report.markdown_table(
         summary, {"model": "model", "images": "pre-training images", **METRICS}, percent=METRICS
     )
-    plots = [
-        report.line_plot(
-            f"{setting.out_dir}/data_size_{metric}.png",
-            summary,
-            x="images",
-            y=metric,
-            series="model",
-            xlabel="Fashion-MNIST pre-training images",
-            ylabel=f"{legend} accuracy (%)",
-        )
-        for metric, legend in METRICS.items()
-    ]
+    plots = report.metric_line_plots(
+        f"{setting.out_dir}/data_size",
+        summary,
+        METRICS,
+        x="images",
+        series="model",
+        xlabel="Fashion-MNIST pre-training images",
+    )
     notes = (
         f"Every model: {STEPS} Adam steps at batch 128 on the subset, whatever its size; "
         f"fine-tuning: {TARGET_STEPS} SGD steps at batch 64 on digits resized to 28 px, "

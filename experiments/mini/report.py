@@ -101,6 +101,24 @@ def line_plot(path, summary, *, x: str, y: str, series: str, xlabel: str, ylabel
     return _save(figure, path)
 
 
+def metric_line_plots(
+    path_prefix: str, summary, metrics: dict[str, str], *, x: str, series: str, xlabel: str
+) -> list[str]:
+    """One `line_plot` per metric (name → legend), saved as PREFIX_METRIC.png."""
+    return [
+        line_plot(
+            f"{path_prefix}_{metric}.png",
+            summary,
+            x=x,
+            y=metric,
+            series=series,
+            xlabel=xlabel,
+            ylabel=f"{legend} accuracy (%)",
+        )
+        for metric, legend in metrics.items()
+    ]
+
+
 def bar_plot(path, summary, *, category: str, metrics: dict[str, str], ylabel: str):
     """Grouped bars: one group per `category` value, one bar per metric (key → legend)."""
     figure, axes = plt.subplots(figsize=(6.5, 4))
