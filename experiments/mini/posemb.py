@@ -1,9 +1,10 @@
 """Study 3 — position embeddings (App. D.4, Table 8).
 
 The same ViT pre-trained on Fashion-MNIST with no, 1-D, 2-D or relative
-position embeddings (vit_jax.models.vit: AddPositionEmbs,
-RelativePositionBias); compared by 5-shot linear accuracy as in Table 8, and
-by test accuracy.
+position embeddings (vit_jax.models.posemb; "relative" is App. D.4's
+relative attention); compared by 5-shot linear accuracy as in Table 8, and
+by test accuracy. The committed results/posemb.json predates App. D.4's
+form: its "relative" rows are today's posemb="relative_bias".
 """
 
 from experiments.mini import report

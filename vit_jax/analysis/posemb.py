@@ -8,7 +8,7 @@ show bright rows and columns through (r, c); nearby patches are most alike.
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax.models.vit import AddPositionEmbs
+from vit_jax.models.posemb import AddPositionEmbs
 
 
 def position_embeddings(params, grid: tuple[int, int]) -> np.ndarray:
