@@ -1,12 +1,14 @@
 # `make run` builds .venv from requirements.txt on first use; `make test` adds
-# requirements-dev.txt (pytest, ruff, the notebook's kernel).
+# requirements-dev.txt (pytest, ruff, the notebook's kernel) and XLA's TPU and
+# GPU compilers (requirements-compile.txt, into .venv/compilers).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.dev-installed
+COMPILERS_STAMP := $(VENV)/.compilers-installed
 
-.PHONY: venv test lint run clean kernels bench-deps bench device-wheels
+.PHONY: venv test lint run clean kernels compilers compile-gpu pod-plan bench-deps bench device-wheels
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +21,24 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	touch $(DEV_STAMP)
 
+# XLA's TPU compiler (libtpu) and GPU compiler (the CUDA plugin, with cuDNN) for
+# compiling the train step for TPU slices and GPUs on this machine: kept apart
+# in .venv/compilers, which only vit_jax.compile puts on sys.path, so that no
+# other process loads them (their start-up, warnings and libtpu's lock file).
+$(COMPILERS_STAMP): $(STAMP) requirements-compile.txt
+	$(VENV)/bin/pip install -q --no-deps --target $(VENV)/compilers -r requirements-compile.txt
+	touch $(COMPILERS_STAMP)
+
 venv: $(STAMP)
+
+compilers: $(COMPILERS_STAMP)
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 # The whole suite, lint included; CI (.ci/run) calls exactly this.
-test: lint
+test: lint $(COMPILERS_STAMP)
 	$(PY) -m pytest -n 2 --durations=15 tests
 
 # The README's main job: a small ViT trained on scikit-learn's digits.
@@ -40,6 +52,23 @@ clean:
 # config.attention="auto" takes it for float32 runs on one CPU device.
 kernels: venv
 	$(PY) -m vit_jax.kernels build
+
+# Deviceless compiles of the bf16 ViT-B/16, L/16 and H/14 train steps for
+# H100s (memory, collectives, cuDNN's fused attention in the HLO); JSON reports
+# under experiments/results/compile/.
+COMPILE := $(PY) -m vit_jax.compile --dtype=bfloat16
+compile-gpu: $(COMPILERS_STAMP)
+	$(COMPILE) --config=configs/vit_pretrain.py:model=ViT-B_16,dataset=imagenet21k --target=h100 \
+	    --config.batch_size=256 --out=experiments/results/compile/vit_b16_h100.json
+	$(COMPILE) --config=configs/vit_pretrain.py:model=ViT-L_16,dataset=imagenet21k --target=h100x8 \
+	    --fsdp=8 --remat --config.batch_size=512 --out=experiments/results/compile/vit_l16_h100x8.json
+	$(COMPILE) --config=configs/vit_pretrain.py:model=ViT-H_14,dataset=jft --target=h100x8 \
+	    --fsdp=8 --remat --config.batch_size=512 --out=experiments/results/compile/vit_h14_h100x8.json
+
+# experiments/results/pod_plan.md: every paper experiment's smallest TPU v3
+# slice and H100 count (compiles cached in pod_plan.json; drop --reuse to redo).
+pod-plan: $(COMPILERS_STAMP)
+	nice -n 10 $(PY) -m experiments.pod_plan --reuse
 
 # PyTorch + timm for the benchmark's --compare=timm only (not project
 # dependencies). torch 2.13.0+cpu cannot serve: timm needs torchvision, whose
