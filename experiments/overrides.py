@@ -1,5 +1,5 @@
 """Config overrides as `field=value` strings, the same in-process and on the
-command line (`--config.field=value`), and the preset that shrinks any paper
+command line (`--config.field=value`), and the presets that shrink any paper
 config to a CPU-sized run on a local dataset."""
 
 import ast
@@ -27,6 +27,32 @@ TINY = (
     "checkpoint_every=0",
     "export_npz=False",
     "pretrained=",
+)
+
+
+# The model, data, batch and cadence of a CPU run, with the rest of the config
+# as it is: optimiser, learning rate, schedule (see shrink_overrides), clipping,
+# weight decay, EMA, loss, label smoothing and the model's head, classifier,
+# position-embedding and dropout options. 8x8 digits make 4 patches of the
+# 'testing' ViT.
+SHRINK = (
+    "model_name=testing",
+    "dataset=digits",
+    "data_dir=None",
+    "train_split=train",
+    "test_split=test",
+    "image_size=8",
+    "pp_train=value_range(-1,1)|onehot(10)",
+    "pp_eval=value_range(-1,1)|onehot(10)",
+    "batch_size=8",
+    "eval_batch_size=0",
+    "total_epochs=0.0",
+    "log_every=1",
+    "eval_every=0",
+    "checkpoint_every=0",
+    "export_npz=False",
+    "pretrained=",
+    "attention=xla",
 )
 
 
@@ -69,6 +95,26 @@ def tiny_overrides(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     if config.model.get("representation_size"):
         extra = (f"model.representation_size={TINY_MODEL_WIDTH}",)
     return TINY + extra
+
+
+def shrink_overrides(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """SHRINK, the run's total steps as the full run resolves them (its epochs
+    of its own training split), so that the schedule and its warm-up are the
+    full run's, and the tiny width for a pre-logits layer."""
+    from vit_jax import data, train  # Only now: they pull in TensorFlow.
+
+    examples = (
+        0
+        if config.total_steps
+        else data.num_examples(config.dataset, config.train_split, config.data_dir)
+    )
+    steps = train.resolve_total_steps(config, examples)
+    extra = (f"model.representation_size={TINY_MODEL_WIDTH}",)
+    return (
+        SHRINK
+        + (f"total_steps={steps}",)
+        + (extra if config.model.get("representation_size") else ())
+    )
 
 
 def as_flags(overrides) -> list[str]:
