@@ -111,32 +111,17 @@ def _attention_backward(token_major, residuals, d_out):
 attention.defvjp(_attention_forward, _attention_backward)
 
 
-def attention_fn(
-    query,
-    key,
-    value,
-    bias=None,
-    mask=None,
-    *,
-    dropout_rng=None,
-    dropout_rate: float = 0.0,
-    deterministic: bool = True,
-    module=None,
-):
-    """An `attention_fn` for flax's attention layer: (B, T, heads, head_dim)
-    float32 q, k, v through the kernel, XLA's path for what it does not do
-    (maps, dropout, a bias, a mask, 16-bit)."""
-    dropout = not deterministic and dropout_rate > 0.0
-    plain = bias is None and mask is None and module is None and not dropout
-    if not plain or query.dtype != jnp.float32:
-        return xla_attention.dot_product_attention(
-            query, key, value, bias, mask, dropout_rng=dropout_rng, dropout_rate=dropout_rate,
-            deterministic=deterministic, module=module,
-        )  # fmt: skip
-    # q is scaled (B·T·N·h values) rather than the logits: a power-of-two
-    # scale for head_dim 64, so the same bits as scaling the logits.
+def _plain(query, key, value):
+    """(B, T, heads, head_dim) q, k, v, the layout flax's attention hands over,
+    through the kernel in place. q is scaled (B·T·N·h values) rather than the
+    logits: a power-of-two scale for head_dim 64, the same bits."""
     query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
     return attention(query, key, value, True)
+
+
+# The `attention_fn` of config.attention="cpu": float32 through the kernel,
+# XLA's path for the rest (maps, dropout, a bias, a mask, 16-bit).
+attention_fn = xla_attention.with_xla_fallback(_plain, lambda query: query.dtype == jnp.float32)
 
 
 _CALL = re.compile(

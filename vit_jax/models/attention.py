@@ -63,31 +63,42 @@ def dot_product_attention(
     return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
 
 
-def cudnn_attention(
-    query,
-    key,
-    value,
-    bias=None,
-    mask=None,
-    *,
-    dropout_rng=None,
-    dropout_rate: float = 0.0,
-    deterministic: bool = True,
-    module=None,
-):
-    """cuDNN's fused flash attention (GPU, 16-bit), for any sequence length.
+def with_xla_fallback(plain: Callable, serves: Callable = lambda query: True) -> Callable:
+    """An `attention_fn` that computes softmax(q·kᵀ/√d)·v with `plain(query,
+    key, value)`, a fused kernel, and takes `dot_product_attention` for what
+    a fused kernel does not do here: maps, attention dropout, a bias, a mask,
+    or queries `serves` refuses (a dtype)."""
 
-    jax's cuDNN training rule refuses odd lengths (197 = 14² + 1 tokens) with
-    "Unsupported sequence length": the tokens are padded to an even count and
-    the padding masked out through the sequence lengths cuDNN takes. Maps,
-    dropout, a bias or a mask take `dot_product_attention`.
-    """
-    dropout = not deterministic and dropout_rate > 0.0
-    if bias is not None or mask is not None or module is not None or dropout:
+    def attention_fn(
+        query,
+        key,
+        value,
+        bias=None,
+        mask=None,
+        *,
+        dropout_rng=None,
+        dropout_rate: float = 0.0,
+        deterministic: bool = True,
+        module=None,
+    ):
+        dropout = not deterministic and dropout_rate > 0.0
+        if bias is None and mask is None and module is None and not dropout and serves(query):
+            return plain(query, key, value)
         return dot_product_attention(
             query, key, value, bias, mask, dropout_rng=dropout_rng, dropout_rate=dropout_rate,
             deterministic=deterministic, module=module,
         )  # fmt: skip
+
+    return attention_fn
+
+
+def _cudnn_any_length(query, key, value):
+    """cuDNN's fused flash attention (GPU, 16-bit), for any sequence length.
+
+    jax's cuDNN training rule refuses odd lengths (197 = 14² + 1 tokens) with
+    "Unsupported sequence length": the tokens are padded to an even count and
+    the padding masked out through the sequence lengths cuDNN takes.
+    """
     batch, tokens = query.shape[:2]
     padded = tokens + tokens % 2
     if padded == tokens:
@@ -103,6 +114,9 @@ def cudnn_attention(
         implementation="cudnn",
     )
     return out[:, :tokens]
+
+
+cudnn_attention = with_xla_fallback(_cudnn_any_length)
 
 
 def resolve(name: str, mesh, dtype=jnp.float32) -> tuple[Callable, str]:
