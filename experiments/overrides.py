@@ -6,6 +6,8 @@ import ast
 
 import ml_collections
 
+from vit_jax.errors import UserError
+
 # A run of any paper config in seconds on a laptop: the 'testing' ViT (4x4
 # patches, width 16, 2 layers) on scikit-learn's digits at 16 px, 2 steps.
 TINY_MODEL_WIDTH = 16
@@ -67,7 +69,7 @@ def parse_value(text: str):
 def split_override(item: str) -> tuple[str, str]:
     field, sep, value = item.partition("=")
     if not sep or not field.strip():
-        raise ValueError(f"override {item!r} is not field=value (e.g. total_steps=100).")
+        raise UserError(f"override {item!r} is not field=value (e.g. total_steps=100).")
     return field.strip(), value.strip()
 
 
@@ -82,7 +84,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collecti
         for parent in parents:
             node = node[parent]
         if leaf not in node and not parents:
-            raise ValueError(f"override {item!r}: the config has no field {field!r}.")
+            raise UserError(f"override {item!r}: the config has no field {field!r}.")
         with node.unlocked():
             node[leaf] = parse_value(text)
     return config

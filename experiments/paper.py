@@ -2,6 +2,7 @@
 
     python -m experiments.paper list
     python -m experiments.paper plan scaling [--only ViT-H] [--set field=value ...]
+    python -m experiments.paper plan pods [--reuse] [--only ViT-H_14]   # TPU slice, H100 count
     python -m experiments.paper run posemb --print-command       # the commands (default)
     python -m experiments.paper run posemb --local --tiny         # in-process, CPU-sized
     python -m experiments.paper run mpp --local --set total_steps=100 --set batch_size=64
@@ -10,7 +11,10 @@
 the config's resolution, training exaFLOPs (3 × forward FLOPs × images seen, App.
 Table 6's convention), the paper's published number for that cell and the time in
 TPUv3-core-days beside Table 2's where it gives one (and in days of a benchmarked
-device where experiments/bench measured the model). `run --local` trains each
+device where experiments/bench measured the model). `plan pods` is the pod view
+(experiments/pod_plan.py): for every pre-training and high-resolution
+fine-tuning run, the smallest TPU v3 slice and H100 count where its step fits,
+from compiles. `run --local` trains each
 run in turn in this process, at the config's scale or shrunk by --tiny (the
 'testing' ViT on digits, 2 steps) and/or --set.
 Work directories: workdirs/paper/<experiment>/<run>; a fine-tuning run reads the
@@ -25,6 +29,7 @@ import sys
 import time
 
 from experiments import estimate, matrix, overrides
+from vit_jax.errors import cli
 
 
 def _select(experiment: matrix.Experiment, only: str | None) -> list[matrix.Run]:
@@ -186,7 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["plan", "pods"]:  # Its own flags: experiments/pod_plan.py.
+        from experiments import pod_plan
+
+        return pod_plan.main(argv[2:])
     args = build_parser().parse_args(argv)
     {"list": command_list, "plan": command_plan, "run": command_run}[args.command](args)
 

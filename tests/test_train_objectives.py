@@ -69,3 +69,40 @@ def test_fewshot_probe_runs_during_and_after_training(tmp_path):
     for step, accuracy in scalars["fewshot/digits/5shot"]:
         assert 0.1 <= accuracy <= 1.0, (step, accuracy)
     assert "fewshot/digits/1shot_std" in scalars
+
+
+def test_the_trainers_ema_is_the_debiased_average_of_the_trained_params():
+    """Polyak averaging at Table 2's 0.9999 over a few steps: the average is the
+    decay-weighted mean of the params after each update (weights decay^(t-i)
+    (1 - decay) / (1 - decay^t)), with no weight left on the initial params."""
+    import jax
+    import jax.numpy as jnp
+
+    from vit_jax import sharding
+
+    config = testing.get_config()
+    config.ema_decay = 0.9999
+    mesh = sharding.make_mesh((("data", -1),))
+    trainer = train.build_trainer(config, 10, (8, 8, 3), mesh)
+    state = trainer.init_state(config.seed)
+    initial = jax.device_get(state.params)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.uniform(-1, 1, (16, 8, 8, 3)), jnp.float32),
+        "labels": jnp.asarray(np.eye(10)[rng.integers(0, 10, 16)], jnp.float32),
+    }
+    trained = []
+    for _ in range(4):
+        state, _ = trainer.train_step(state, batch)
+        trained.append(jax.device_get(state.params))
+    decay, steps = config.ema_decay, len(trained)
+    weights = [decay ** (steps - i) * (1 - decay) / (1 - decay**steps) for i in range(1, 5)]
+    expected = jax.tree.map(
+        lambda *ps: sum(w * p for w, p in zip(weights, ps, strict=True)), *trained
+    )
+    for got, want in zip(
+        jax.tree.leaves(jax.device_get(state.ema_params)), jax.tree.leaves(expected), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    head = jax.device_get(state.ema_params)["head"]["kernel"]
+    assert np.abs(head).max() > 0 and np.abs(initial["head"]["kernel"]).max() == 0

@@ -20,7 +20,8 @@ Three things live here, each usable on its own:
   `act_layer=functools.partial(torch.nn.GELU, approximate="tanh")` to compute
   the same logits (the exact form differs by ~1e-4 relative).
 
-Errors are `CheckpointError` (a ValueError) and name the file or key at fault.
+Errors are `CheckpointError` (a vit_jax.errors.UserError, so a ValueError) and
+name the file or key at fault.
 """
 
 import os
@@ -36,12 +37,15 @@ import scipy.ndimage
 from absl import logging
 from flax import traverse_util
 
+from vit_jax.errors import UserError
+
 Params = Mapping[str, Any]  # A nested dict of arrays, as model.init(...)['params'].
 FlatParams = dict[tuple[str, ...], np.ndarray]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, or does not fit the model."""
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read, or does not fit the model (a user
+    error: the command lines print it as one message)."""
 
 
 # ---------------------------------------------------------------------------

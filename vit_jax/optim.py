@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vit_jax.errors import UserError
+
 OPTIMIZERS = ("adam", "sgd")
 LR_DECAYS = ("cosine", "linear", "constant")
 
@@ -36,9 +38,9 @@ def learning_rate_schedule(
     """Linear warm-up from 0 to `base_lr` over `warmup_steps`, then `decay` to
     `end_lr_fraction × base_lr` at `total_steps`."""
     if decay not in LR_DECAYS:
-        raise ValueError(f"lr_decay={decay!r} is unknown; choose one of {LR_DECAYS}.")
+        raise UserError(f"lr_decay={decay!r} is unknown; choose one of {LR_DECAYS}.")
     if not 0 <= warmup_steps < total_steps:
-        raise ValueError(
+        raise UserError(
             f"warmup_steps={warmup_steps} must be in [0, total_steps={total_steps}): "
             "lower config.warmup_steps or raise config.total_steps."
         )
@@ -105,7 +107,7 @@ def make_optimizer(config, params) -> tuple[optax.GradientTransformation, optax.
     """The optax chain of `config`: clip → Adam | SGD-momentum → decoupled weight
     decay → −learning rate (schedule) → per-parameter lr multipliers."""
     if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={config.optimizer!r} is unknown; choose one of {OPTIMIZERS}.")
+        raise UserError(f"optimizer={config.optimizer!r} is unknown; choose one of {OPTIMIZERS}.")
     schedule = learning_rate_schedule(
         config.lr, config.total_steps, config.warmup_steps, config.lr_decay, config.end_lr_fraction
     )
@@ -169,7 +171,7 @@ def accumulate_gradients(
         return loss_and_grad(params, batch, 0)
     batch_size = jax.tree.leaves(batch)[0].shape[0]
     if batch_size % accum_steps:
-        raise ValueError(f"batch_size={batch_size} is not divisible by accum_steps={accum_steps}.")
+        raise UserError(f"batch_size={batch_size} is not divisible by accum_steps={accum_steps}.")
     micro = jax.tree.map(
         lambda x: jnp.swapaxes(
             x.reshape(batch_size // accum_steps, accum_steps, *x.shape[1:]), 0, 1

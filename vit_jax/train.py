@@ -332,7 +332,8 @@ def make_train_step(model, tx, schedule, config, mesh):
         params = optax.apply_updates(state.params, updates)
         ema_params = state.ema_params
         if ema_params is not None:
-            ema_params = optim.ema_update(ema_params, params, config.ema_decay)
+            # Debiased by the update count: the average never keeps the initial params.
+            ema_params = optim.ema_update(ema_params, params, config.ema_decay, state.step + 1)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         if config.skip_nonfinite:  # The step (and so the data position) moves on regardless.

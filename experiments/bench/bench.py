@@ -52,6 +52,7 @@ import numpy as np
 
 from experiments.bench import host_memory, official_vit, xla_flags
 from vit_jax import sharding
+from vit_jax.errors import cli
 from vit_jax.models import attention, costs, get_model, model_kwargs
 
 MODES = ("forward", "train")
@@ -752,6 +753,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     if args.timm_worker:

@@ -8,6 +8,7 @@ show bright rows and columns through (r, c); nearby patches are most alike.
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax.errors import UserError
 from vit_jax.models.posemb import AddPositionEmbs
 
 
@@ -23,7 +24,7 @@ def position_embeddings(params, grid: tuple[int, int]) -> np.ndarray:
         kind = "learn_1d"
         _, tokens, hidden = tables["pos_embedding"].shape
         if tokens not in (num_patches, num_patches + 1):
-            raise ValueError(
+            raise UserError(
                 f"the position table has {tokens} tokens, which does not fit a "
                 f"{grid[0]}x{grid[1]} grid (with or without a class token)."
             )
@@ -34,7 +35,7 @@ def position_embeddings(params, grid: tuple[int, int]) -> np.ndarray:
         has_class_token = "pos_embedding_cls" in tables
         tokens = num_patches + has_class_token
     else:
-        raise ValueError(
+        raise UserError(
             "the model has no learned absolute position embeddings "
             f"(found {sorted(tables)}); posemb similarity needs learn_1d or learn_2d."
         )

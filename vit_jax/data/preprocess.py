@@ -32,6 +32,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from vit_jax.errors import UserError
+
 Example = dict[str, tf.Tensor]
 Op = Callable[[Example], Example]
 
@@ -208,7 +210,7 @@ def _parse(spec: str) -> tuple[str, list, dict]:
             return node.func.id, args, kwargs
     except (SyntaxError, ValueError):
         pass
-    raise ValueError(f"Cannot parse preprocessing op {spec!r}: write name or name(args).")
+    raise UserError(f"Cannot parse preprocessing op {spec!r}: write name or name(args).")
 
 
 def build(spec: str) -> Op:
@@ -217,13 +219,13 @@ def build(spec: str) -> Op:
     for part in filter(str.strip, spec.split("|")):
         name, args, kwargs = _parse(part)
         if name not in _OPS:
-            raise ValueError(
+            raise UserError(
                 f"Unknown preprocessing op {name!r} in {spec!r}. Known: {', '.join(_OPS)}."
             )
         try:
             ops.append(_OPS[name](*args, **kwargs))
         except TypeError as error:
-            raise ValueError(f"Bad arguments for op {part.strip()!r}: {error}") from error
+            raise UserError(f"Bad arguments for op {part.strip()!r}: {error}") from error
 
     def composed(example: Example) -> Example:
         for op in ops:
@@ -260,7 +262,7 @@ RECIPES = {
 def recipe(name: str, size: int | None = None) -> str:
     """The preprocessing string of one of the paper's recipes (see RECIPES) at `size` px."""
     if name not in RECIPES:
-        raise ValueError(f"Unknown recipe {name!r}; known: {', '.join(RECIPES)}.")
+        raise UserError(f"Unknown recipe {name!r}; known: {', '.join(RECIPES)}.")
     default_size, template = RECIPES[name]
     size = size or default_size
     return template.format(size=size, resize=round(size * 256 / 224))

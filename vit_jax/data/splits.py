@@ -8,19 +8,21 @@ from types import SimpleNamespace
 
 import tensorflow_datasets as tfds
 
+from vit_jax.errors import UserError
+
 
 def resolve_split(split: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
     """[(split name, start, stop), ...] that `split` selects, TFDS's rounding included."""
     try:
         instruction = tfds.core.ReadInstruction.from_spec(split)
     except (ValueError, AssertionError) as error:
-        raise ValueError(
+        raise UserError(
             f"Cannot parse split {split!r}: {error}. Use TFDS syntax such as 'train', "
             "'train[:90%]', 'train[:800]+validation[:200]'."
         ) from error
     unknown = sorted({name for name in _split_names(instruction)} - set(sizes))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"Unknown split {', '.join(map(repr, unknown))} in {split!r}; "
             f"this dataset has splits {', '.join(sorted(sizes))}."
         )

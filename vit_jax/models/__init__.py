@@ -8,6 +8,7 @@ import difflib
 
 import flax.linen as nn
 
+from vit_jax.errors import UserError
 from vit_jax.models.mpp import MaskedPatchPredictor
 from vit_jax.models.resnet import BiTResNet, ResNetSpec
 from vit_jax.models.vit import VisionTransformer
@@ -75,7 +76,7 @@ def model_check(name: str) -> str:
     if name not in MODELS:
         close = difflib.get_close_matches(name, MODEL_NAMES, n=3)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown model {name!r}.{hint} Known models: {', '.join(MODEL_NAMES)}.")
+        raise UserError(f"Unknown model {name!r}.{hint} Known models: {', '.join(MODEL_NAMES)}.")
     return name
 
 
@@ -103,7 +104,7 @@ def get_masked_patch_model(name: str, **overrides) -> MaskedPatchPredictor:
     """`name`'s ViT set up for masked patch prediction (Sec. 4.6): its encoder
     tree is the classifier's, so fine-tuning loads it unchanged."""
     if MODELS[model_check(name)][0] is not VisionTransformer or "resnet" in MODELS[name][1]:
-        raise ValueError(f"Masked patch prediction needs a plain ViT; {name} is not one.")
+        raise UserError(f"Masked patch prediction needs a plain ViT; {name} is not one.")
     return _build(MaskedPatchPredictor, name, None, overrides)
 
 
@@ -112,7 +113,7 @@ def _build(module_cls, name, num_classes, overrides):
     fields = {f for f in module_cls.__dataclass_fields__ if f not in ("parent", "name")}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"{name} ({module_cls.__name__}) has no option {', '.join(unknown)}; "
             f"its options are: {', '.join(sorted(fields))}."
         )
