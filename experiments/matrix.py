@@ -7,6 +7,7 @@ its own work directory (`pretrained_path`), so an experiment runs in order.
 
 import dataclasses
 import importlib
+import itertools
 from pathlib import PurePosixPath
 
 from configs import (
@@ -151,21 +152,73 @@ def _table_4_sweep() -> Experiment:
     return Experiment("table4", "Fine-tuning lr sweeps on held-out data (Table 4)", tuple(runs))
 
 
+# Fig. 3's regularisation arguments, and how a run's name spells them.
+_SWEEP_ABBREVIATIONS = {"weight_decay": "wd", "dropout": "do", "label_smoothing": "ls"}
+
+
+def _regularisation_points():
+    """(argument, name suffix) of every point of Fig. 3's regularisation grid."""
+    keys = data_size_study.REGULARISATION_KEYS
+    grids = (data_size_study.REGULARISATION_SWEEP[key] for key in keys)
+    for values in itertools.product(*grids):
+        pairs = tuple(zip(keys, values, strict=True))
+        yield (
+            ",".join(f"{key}={value}" for key, value in pairs),
+            "".join(f"-{_SWEEP_ABBREVIATIONS[key]}{value}" for key, value in pairs),
+        )
+
+
+def _trained_by_table_3(model: str, dataset: str) -> bool:
+    return any(row[:2] == (model, dataset) for row in vit_pretrain.rows())
+
+
+# Work-directory names that differ from another model's only in case (ViT-b_32,
+# ViT-B_32) would share a directory on a case-insensitive file system.
+_RUN_LABELS = {"ViT-b_32": "ViT-b_32-half-width"}
+
+
 def _data_size() -> Experiment:
+    """Fig. 3: each (model, dataset) that Table 5 reports and Table 3 trains, the
+    regularisation grid on ImageNet and ImageNet-21k (the Table 3 row on JFT),
+    every point fine-tuned on ImageNet. Fig. 4: each model on each JFT subset
+    with one config but the training split, probed 5-shot during training."""
     runs = []
-    for model in ("ViT-B_32", "ViT-B_16", "ViT-L_32", "ViT-L_16"):
-        for data in data_size_study.DATA:
+    for data in data_size_study.FIG_3_DATA:
+        points = (("", ""),) if data == "jft" else tuple(_regularisation_points())
+        what = "ImageNet top-1 (Table 5" + (")" if data == "jft" else ", best of the sweep)")
+        for model in data_size_study.FIG_3_MODELS:
+            top1 = paper.TABLE_5_IMAGENET[data].get(model)
+            if top1 is None or not _trained_by_table_3(model, data):
+                continue
+            for point, suffix in points:
+                pre = Run(
+                    f"fig3-{model}-{data}{suffix}",
+                    "configs/data_size_study.py",
+                    f"model={model},data={data}" + (f",{point}" if point else ""),
+                )
+                runs.append(pre)
+                runs.append(
+                    Run(
+                        f"{pre.name}-imagenet",
+                        "configs/vit_finetune.py",
+                        f"model={model},dataset=imagenet2012,"
+                        f"pretrained={pretrained_path('data_size', pre.name)}",
+                        published=((what, top1),),
+                    )
+                )
+    for model in data_size_study.FIG_4_MODELS:
+        for data in data_size_study.FIG_4_DATA:
             runs.append(
-                Run(f"{model}-{data}", "configs/data_size_study.py", f"model={model},data={data}")
-            )
-    for model in ("BiT-R50x1", "BiT-R152x2"):
-        for data in ("jft", *data_size_study.JFT_SUBSETS):
-            runs.append(
-                Run(f"{model}-{data}", "configs/data_size_study.py", f"model={model},data={data}")
+                Run(
+                    f"fig4-{_RUN_LABELS.get(model, model)}-{data}",
+                    "configs/data_size_study.py",
+                    f"model={model},data={data}",
+                )
             )
     return Experiment(
         "data_size",
-        "Pre-training data size (Fig. 3: ImageNet/21k/JFT, Fig. 4: JFT subsets)",
+        "Pre-training data size (Fig. 3: ImageNet/21k/JFT, regularisation swept; "
+        "Fig. 4: JFT subsets, one setting, best 5-shot)",
         tuple(runs),
     )
 

@@ -13,7 +13,7 @@ import pytest
 
 from configs import common
 from vit_jax import data, optim, train
-from vit_jax.models import costs, get_masked_patch_model, get_model
+from vit_jax.models import costs, get_masked_patch_model, get_model, model_kwargs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -196,10 +196,109 @@ def test_ablation_and_data_size_variants():
     assert "pre_logits" in costs.abstract_params(
         get_model(token.model_name, 1000, **token.model), 224
     )
-    subset = load("data_size_study", "model=ViT-B_32,data=jft_9m,weight_decay=0.3,dropout=0.1")
-    assert data.num_examples("jft", subset.train_split) == 9_000_000
-    assert subset.weight_decay == 0.3 and subset.model.dropout_rate == 0.1
-    assert subset.total_steps == load("data_size_study", "data=jft_90m").total_steps
+
+
+# Fig. 4 (Sec. 4.3): "random subsets of 9M, 30M, and 90M as well as the full
+# JFT300M dataset", Fig. 4's models, ViT-b/32 = ViT-B/32 "with all hidden
+# dimensions halved" (the caption).
+FIG_4_SUBSETS = {"jft_9m": 9_000_000, "jft_30m": 30_000_000, "jft_90m": 90_000_000}
+FIG_4_MODELS = ("ViT-L_16", "ViT-L_32", "ViT-B_32", "ViT-b_32", "BiT-R50x1", "BiT-R152x2")
+
+
+@pytest.mark.parametrize("model", FIG_4_MODELS)
+def test_fig_4_subsets_share_every_hyper_parameter(model):
+    # "We do not perform additional regularization on the smaller subsets and use
+    # the same hyper-parameters for all settings."
+    full = load("data_size_study", f"model={model},data=jft_303m")
+    assert full.train_split == "train[50000:]" and full.dataset == "jft"
+    # The 303M point is the model's Table 3 JFT run (ViT-b/32: ViT-B/32's row).
+    row = load("vit_pretrain", f"model={model.replace('ViT-b', 'ViT-B')},dataset=jft")
+    assert full.total_steps == train.resolve_total_steps(
+        row, data.num_examples("jft", row.train_split)
+    )
+    for field in ("lr", "lr_decay", "weight_decay", "warmup_steps", "batch_size", "loss"):
+        assert full[field] == row[field], field
+    assert full.label_smoothing == 0.0 and full.model.get("dropout_rate", 0.0) == 0.0
+    reference = {k: v for k, v in full.to_dict().items() if k != "train_split"}
+    for subset, size in FIG_4_SUBSETS.items():
+        config = load("data_size_study", f"model={model},data={subset}")
+        assert data.num_examples("jft", config.train_split) == size
+        assert {k: v for k, v in config.to_dict().items() if k != "train_split"} == reference
+        # The subsets leave out the held-out images the evaluation reads.
+        assert config.train_split.startswith("train[50000:")
+
+
+@pytest.mark.parametrize("model", FIG_4_MODELS)
+def test_fig_4_probes_5_shot_imagenet_during_training(model):
+    # "use early-stopping, and report the best validation accuracy achieved during
+    # training ... few-shot linear accuracy instead of full finetuning accuracy".
+    from configs import data_size_study
+
+    for subset in (*FIG_4_SUBSETS, "jft_303m"):
+        config = load("data_size_study", f"model={model},data={subset}")
+        assert [name for name, *_ in config.fewshot_datasets] == ["imagenet2012"]
+        assert 5 in config.fewshot_shots
+        assert 0 < config.fewshot_every < config.total_steps
+        assert config.total_steps // config.fewshot_every >= 20  # A curve, not a point.
+        _, shots_split, test_split = config.fewshot_datasets[0]
+        assert data.num_examples("imagenet2012", shots_split) >= 25 * 1000
+        assert test_split == "validation"
+    assert data_size_study.FIG_4_METRIC == "fewshot/imagenet2012/5shot"
+    for key in ("weight_decay=0.3", "dropout=0.1", "label_smoothing=0.1"):
+        with pytest.raises(ValueError, match="same hyper-parameters"):
+            load("data_size_study", f"model={model},data=jft_9m,{key}")
+
+
+def test_fig_4_vit_b_32_is_vit_b_32_halved():
+    config = load("data_size_study", "model=ViT-b_32,data=jft_9m")
+    assert config.model_name == "ViT-b_32" and config.model.representation_size == 384
+    small, base = model_kwargs("ViT-b_32"), model_kwargs("ViT-B_32")
+    for field in ("hidden_size", "mlp_dim"):
+        assert 2 * small[field] == base[field], field
+    assert small["num_layers"] == base["num_layers"] and small["patch_size"] == (32, 32)
+    assert small["hidden_size"] // small["num_heads"] == 64  # ViT-B's head width.
+    with pytest.raises(ValueError, match="Fig. 4 model"):
+        load("data_size_study", "model=ViT-b_32,data=jft")
+
+
+# Fig. 3 / Table 5: (model, pre-training dataset, epochs); Table 5's JFT ViT-L/16
+# is Table 6's 14-epoch cell (87.12), its ViT-H/14 the 14-epoch one.
+FIG_3 = [(m, "imagenet2012", 300) for m in ("ViT-B_16", "ViT-B_32", "ViT-L_16", "ViT-L_32")] + [
+    ("ViT-B_16", "imagenet21k", 90),
+    ("ViT-B_32", "imagenet21k", 90),
+    ("ViT-L_16", "imagenet21k", 90),
+    ("ViT-L_32", "imagenet21k", 90),
+    ("ViT-B_16", "jft", 7),
+    ("ViT-B_32", "jft", 7),
+    ("ViT-L_16", "jft", 14),
+    ("ViT-L_32", "jft", 7),
+    ("ViT-H_14", "jft", 14),
+]
+
+
+@pytest.mark.parametrize("model,dataset,epochs", FIG_3)
+def test_fig_3_carries_the_regularisation_sweep(model, dataset, epochs):
+    # "To boost the performance on the smaller datasets, we optimize three basic
+    # regularization parameters - weight decay, dropout, and label smoothing."
+    from configs import data_size_study
+
+    base = load("data_size_study", f"model={model},data={dataset}")
+    row = load("vit_pretrain", f"model={model},dataset={dataset},epochs={epochs}")
+    assert base.to_dict() == row.to_dict()  # Without arguments: the Table 3 row.
+    assert not base.fewshot_datasets
+    sweep = data_size_study.REGULARISATION_SWEEP
+    assert set(sweep) == {"weight_decay", "dropout", "label_smoothing"}
+    assert all(len(values) >= 2 for values in sweep.values())
+    # The grid holds the settings Table 3 reports for ImageNet and ImageNet-21k.
+    assert {0.3, 0.03} <= set(sweep["weight_decay"]) and 0.1 in sweep["dropout"]
+    point = f"weight_decay={sweep['weight_decay'][0]},dropout={sweep['dropout'][-1]}"
+    point += f",label_smoothing={sweep['label_smoothing'][-1]}"
+    config = load("data_size_study", f"model={model},data={dataset},{point}")
+    assert config.weight_decay == sweep["weight_decay"][0]
+    assert config.model.dropout_rate == sweep["dropout"][-1]
+    assert config.label_smoothing == sweep["label_smoothing"][-1]
+    changed = {k for k, v in config.to_dict().items() if v != row.to_dict()[k]}
+    assert changed <= {"weight_decay", "label_smoothing", "model"}
 
 
 def test_worked_example_is_the_table_3_row():

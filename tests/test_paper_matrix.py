@@ -9,6 +9,7 @@ so all runs share one set of compiled primitives instead of compiling a program
 each. Runs whose shrunk configs are equal run the same step; it trains once for
 all of them (the 57 VTAB runs of Table 2 shrink to one config)."""
 
+import itertools
 import json
 
 import jax
@@ -95,3 +96,32 @@ def test_every_run_builds_its_optimiser_and_trains_two_steps(experiment, batch):
         assert (state.ema_params is not None) == bool(config.ema_decay), run.name
         if config.ema_decay:
             assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state.ema_params))
+
+
+def test_data_size_runs_are_fig_3_and_fig_4():
+    from configs import data_size_study
+
+    runs = EXPERIMENTS["data_size"].runs
+    # Work directories: distinct even where the file system ignores case (ViT-b/ViT-B).
+    assert len({run.name.lower() for run in runs}) == len(runs)
+    fig4 = [run for run in runs if run.name.startswith("fig4-")]
+    assert {run.arg for run in fig4} == {
+        f"model={model},data={data}"
+        for model in data_size_study.FIG_4_MODELS
+        for data in data_size_study.FIG_4_DATA
+    }
+    for run in fig4:  # One setting per model, periodic 5-shot probes.
+        config = run.load_config()
+        assert config.fewshot_datasets and config.fewshot_every > 0, run.name
+    fig3 = {run.name: run for run in runs if run.name.startswith("fig3-")}
+    pre = [run for run in fig3.values() if run.config_file == "configs/data_size_study.py"]
+    points = len(list(itertools.product(*data_size_study.REGULARISATION_SWEEP.values())))
+    # 4 ViTs x (ImageNet, ImageNet-21k) x the grid, 5 ViTs on JFT (Table 3's row).
+    assert len(pre) == 4 * 2 * points + 5
+    for run in pre:  # Every pre-training is fine-tuned on ImageNet (Fig. 3, Table 5).
+        tuned = fig3[f"{run.name}-imagenet"]
+        assert tuned.config_file == "configs/vit_finetune.py"
+        assert matrix.pretrained_path("data_size", run.name) in tuned.arg
+        assert dict(tuned.published), tuned.name
+        if "data=jft" not in run.arg:
+            assert "weight_decay=" in run.arg and "label_smoothing=" in run.arg

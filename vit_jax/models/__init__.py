@@ -47,6 +47,11 @@ def _registry() -> dict[str, tuple[type[nn.Module], dict]]:
         depth, width_factor = name[1:].split("x")
         spec = ResNetSpec(_BIT_DEPTHS[int(depth)], int(width_factor))
         models[f"BiT-{name}"] = (BiTResNet, dict(spec=spec))
+    # Fig. 4's ViT-b/32: "ViT-B with all hidden dimensions halved" (6 heads of 64, like ViT-B's).
+    models["ViT-b_32"] = (
+        VisionTransformer,
+        dict(patch_size=(32, 32), hidden_size=384, mlp_dim=1536, num_heads=6, num_layers=12),
+    )
     # Tiny models for tests and CPU demos.
     models["testing"] = (
         VisionTransformer,
