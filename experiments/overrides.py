@@ -29,6 +29,7 @@ TINY = (
     "checkpoint_every=0",
     "export_npz=False",
     "pretrained=",
+    "fewshot_datasets=()",  # The runs' ImageNet probes: no ImageNet on a CPU run.
 )
 
 
@@ -54,6 +55,7 @@ SHRINK = (
     "checkpoint_every=0",
     "export_npz=False",
     "pretrained=",
+    "fewshot_datasets=()",
     "attention=xla",
 )
 

@@ -120,3 +120,19 @@ def test_fewshot_on_digits_improves_with_training():
     for shots in (5, 10):
         assert after[f"fewshot/digits/{shots}shot"] > before[f"fewshot/digits/{shots}shot"] + 0.2
         assert before[f"fewshot/digits/{shots}shot"] > 0.15  # Random features carry signal.
+
+
+@pytest.mark.parametrize(
+    "name, overrides", [("testing", {"representation_size": 12}), ("BiT-testing", {})]
+)
+def test_probe_features_are_the_representation_before_the_head(name, overrides):
+    # With a pre-logits layer (the pre-training ViTs) the features are its tanh
+    # output, the input of the head: what the model returns without a head.
+    model = get_model(name, 10, **overrides)
+    images = jax.random.uniform(jax.random.key(0), (3, 16, 16, 3), minval=-1)
+    params = model.init(jax.random.key(1), images)["params"]
+    features = fewshot.representation_fn(model)(params, images)
+    headless = get_model(name, None, **overrides)
+    no_head = {k: v for k, v in params.items() if k != "head"}
+    expected = headless.apply({"params": no_head}, images)
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)  # jit vs eager.

@@ -21,6 +21,7 @@ EXACT_PARAMS = {
     "ViT-L_16": 304_326_632,
     "ViT-L_32": 306_535_400,
     "ViT-H_14": 632_045_800,
+    "ViT-b_32": 22_878_952,  # Fig. 4's half-width ViT-B/32: ViT-S/32's shape.
 }
 
 

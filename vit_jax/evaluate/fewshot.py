@@ -100,7 +100,7 @@ def representation_fn(model) -> Callable:
     @jax.jit
     def features(params, images):
         _, state = model.apply({"params": params}, images, train=False, mutable=["intermediates"])
-        return state["intermediates"]["pre_logits"][0]
+        return state["intermediates"]["representation"][0]
 
     return features
 

@@ -163,7 +163,7 @@ class BiTResNet(nn.Module):
         x = _stages(x, self.spec, PreActBottleneck, self.dtype)
         x = nn.relu(nn.GroupNorm(dtype=self.dtype, name="norm_pre_head")(x))
         x = jnp.mean(x, axis=(1, 2))
-        self.sow("intermediates", "pre_logits", x)
+        self.sow("intermediates", "representation", x)
         if not self.num_classes:
             return x
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(x).astype(

@@ -273,7 +273,7 @@ class VisionTransformer(nn.Module):
         x = encoded[:, 0] if self.has_class_token else jnp.mean(encoded, axis=1)
         if self.representation_size:
             x = jnp.tanh(nn.Dense(self.representation_size, name="pre_logits")(x))
-        self.sow("intermediates", "pre_logits", x)
+        self.sow("intermediates", "representation", x)
         if not self.num_classes:
             return x
         return nn.Dense(
