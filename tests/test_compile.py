@@ -145,3 +145,14 @@ def test_collectives_parse_hlo_text():
     assert found["all-gather"] == {"count": 2, "bytes": 8 * 128 * 4 + 32 * 2}
     assert found["all-reduce"] == {"count": 1, "bytes": 44}
     assert json.dumps(found)
+
+
+def test_mesh_options_on_a_model_without_remat():
+    # The pod plan tries remat=False first on every model, the ResNets included.
+    from configs import testing
+
+    config = testing.get_config()
+    config.model_name = "BiT-testing"
+    assert "remat" not in vc.apply_mesh_options(config, fsdp=2, remat=False).model
+    with pytest.raises(ValueError, match="BiT-testing has no option 'remat'"):
+        vc.apply_mesh_options(config, remat=True)

@@ -387,7 +387,8 @@ def apply_mesh_options(config, *, fsdp: int | None = None, model_axis: int | Non
                     config.sharding_rules
                 )
         config.mesh = tuple(mesh)
-    if remat is not None:
+    # remat=False on a model without the option (the ResNets) is what it does.
+    if remat or (remat is not None and "remat" in model_options(config.model_name)):
         _set_model_option(config, "remat", remat)
     if dtype is not None:
         _set_model_option(config, "dtype", jnp.dtype(dtype).name)
