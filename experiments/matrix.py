@@ -72,21 +72,23 @@ def _table_3() -> Experiment:
     return Experiment("table3", "Pre-training, every row of Table 3", tuple(runs))
 
 
+def _imagenet_finetune(experiment: str, pre: Run, model: str, published) -> Run:
+    """The ImageNet fine-tuning (384 px, Table 4's recipe) of pre-training run `pre`."""
+    return Run(
+        f"{pre.name}-imagenet",
+        "configs/vit_finetune.py",
+        f"model={model},dataset=imagenet2012,pretrained={pretrained_path(experiment, pre.name)}",
+        published=(published,),
+    )
+
+
 def _scaling() -> Experiment:
     runs = []
     for model, by_epochs in paper.APP_TABLE_6.items():
         for epochs, (top1, exaflops) in by_epochs.items():
             pre = _pretrain_run(model, "jft", epochs, (("exaFLOPs", exaflops),))
             runs.append(pre)
-            runs.append(
-                Run(
-                    f"{pre.name}-imagenet",
-                    "configs/vit_finetune.py",
-                    f"model={model},dataset=imagenet2012,"
-                    f"pretrained={pretrained_path('scaling', pre.name)}",
-                    published=(("ImageNet top-1", top1),),
-                )
-            )
+            runs.append(_imagenet_finetune("scaling", pre, model, ("ImageNet top-1", top1)))
     return Experiment(
         "scaling", "Scaling study (Fig. 5, App. Table 6): JFT pre-training, ImageNet", tuple(runs)
     )
@@ -197,15 +199,7 @@ def _data_size() -> Experiment:
                     f"model={model},data={data}" + (f",{point}" if point else ""),
                 )
                 runs.append(pre)
-                runs.append(
-                    Run(
-                        f"{pre.name}-imagenet",
-                        "configs/vit_finetune.py",
-                        f"model={model},dataset=imagenet2012,"
-                        f"pretrained={pretrained_path('data_size', pre.name)}",
-                        published=((what, top1),),
-                    )
-                )
+                runs.append(_imagenet_finetune("data_size", pre, model, (what, top1)))
     for model in data_size_study.FIG_4_MODELS:
         for data in data_size_study.FIG_4_DATA:
             runs.append(

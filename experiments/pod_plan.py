@@ -133,6 +133,19 @@ def _gib(n) -> str:
     return f"{n / 2**30:.1f}"
 
 
+def _placement_cells(search: dict, report: dict, smallest: str) -> list[str]:
+    """Target (and where the search started, when not at the smallest),
+    mesh, remat and memory of the placement that fit."""
+    first = search["tried"][0].split(" | ")[1]
+    searched = "" if first == smallest else f" (searched from {first})"
+    return [
+        search["target"] + searched,
+        "×".join(str(v) for v in report["mesh"].values()),
+        "yes" if search["remat"] else "no",
+        _gib(report["memory"]["total_bytes"]),
+    ]
+
+
 def markdown(cache: Cache, plan: list[dict], command: str) -> str:
     compiles = cache.data["compiles"]
     lines = [
@@ -177,13 +190,8 @@ def markdown(cache: Cache, plan: list[dict], command: str) -> str:
                 if "cost_model_step_seconds" in report:
                     s = report["cost_model_step_seconds"]
                     days.append(f"{steps * s * report['num_devices'] / 86400:,.0f}")
-            first = tpu["tried"][0].split(" | ")[1]
-            searched = "" if first == TPU_SLICES[0] else f" (searched from {first})"
+            cells += _placement_cells(tpu, report, TPU_SLICES[0])
             cells += [
-                tpu["target"] + searched,
-                "×".join(str(v) for v in report["mesh"].values()),
-                "yes" if tpu["remat"] else "no",
-                _gib(report["memory"]["total_bytes"]),
                 f"{report.get('cost_model_step_seconds', float('nan')):.3f}",
                 f"{100 * report.get('mfu_bound', float('nan')):.0f}%",
                 " / ".join(days),
@@ -195,14 +203,7 @@ def markdown(cache: Cache, plan: list[dict], command: str) -> str:
             cells += ["(not compiled yet)", "", "", "", "", "", "", paper_core_days(row)]
         greport = compiles.get(gpu["key"]) if gpu and gpu.get("target") else None
         if greport:
-            first = gpu["tried"][0].split(" | ")[1]
-            searched = "" if first == GPU_COUNTS[0] else f" (searched from {first})"
-            cells += [
-                gpu["target"] + searched,
-                "×".join(str(v) for v in greport["mesh"].values()),
-                "yes" if gpu["remat"] else "no",
-                _gib(greport["memory"]["total_bytes"]),
-            ]
+            cells += _placement_cells(gpu, greport, GPU_COUNTS[0])
         else:
             cells += ["none up to 64" if gpu else "(not compiled yet)", "", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
