@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from vit_jax.analysis.attention import attention_maps
-from vit_jax.analysis.attention_distance import mean_attention_distance, patch_distances
+from vit_jax.analysis.attention_distance import (
+    mean_attention_distance,
+    patch_distances,
+    uniform_attention_distance,
+)
 from vit_jax.analysis.filters import filter_components
 from vit_jax.analysis.posemb import posemb_similarity, position_embeddings
 from vit_jax.analysis.rollout import attention_rollout, output_to_patches
@@ -91,6 +95,7 @@ def test_attention_distance_of_uniform_attention_is_the_mean_pairwise_distance()
     uniform = np.full((1, 2, 1, 5, 5), 1 / 5)  # Class-token mass is dropped.
     distance = mean_attention_distance(uniform, (2, 2), patch_pixels=patch, has_class_token=True)
     np.testing.assert_allclose(distance, expected)
+    np.testing.assert_allclose(uniform_attention_distance((2, 2), patch), expected)
     np.testing.assert_allclose(patch_distances((1, 3), 2.0)[0], [0, 2, 4])
 
 

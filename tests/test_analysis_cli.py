@@ -52,6 +52,8 @@ def test_every_command_writes_figures_and_numbers(tmp_path):
     assert distance["distance"].shape == (2, 2) and float(distance["patch_pixels"]) == 4
     # Mean distance on an 8x8 grid of 4-pixel patches is at most the diagonal.
     assert np.all((distance["distance"] > 0) & (distance["distance"] < 4 * 7 * np.sqrt(2)))
+    # The uniform baseline of the same 8x8 grid: the mean pairwise patch distance.
+    assert 4 * 2 < float(distance["uniform_distance"]) < 4 * 7
     assert np.load(out_dir / "posemb_similarity.npz")["similarity"].shape == (8, 8, 8, 8)
     filters = np.load(out_dir / "filters.npz")
     assert filters["components"].shape == (16, 4, 4, 3)  # 16 filters: 16 components at most.

@@ -5,7 +5,9 @@ every key patch weighted by the attention paid to it; averaging over query
 patches and images gives one number per head, the analogue of a CNN's
 receptive field size. Only patch-to-patch attention counts: the class token
 has no position, so attention to it is dropped and each query's remaining
-weights are re-normalised.
+weights are re-normalised. The reference point is uniform attention (every
+patch weighted alike), the mean pairwise distance of the grid: a head near it
+looks everywhere, not far.
 """
 
 import numpy as np
@@ -16,6 +18,11 @@ def patch_distances(grid: tuple[int, int], patch_pixels: float) -> np.ndarray:
     rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
     centres = np.stack([rows.ravel(), cols.ravel()], axis=-1) * patch_pixels
     return np.linalg.norm(centres[:, None, :] - centres[None, :, :], axis=-1)
+
+
+def uniform_attention_distance(grid: tuple[int, int], patch_pixels: float) -> float:
+    """The mean attention distance of a head that attends uniformly to all patches."""
+    return float(patch_distances(grid, patch_pixels).mean())
 
 
 def mean_attention_distance(

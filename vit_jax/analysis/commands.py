@@ -9,7 +9,7 @@ from absl import logging
 
 from vit_jax.analysis import plots
 from vit_jax.analysis.attention import attention_maps
-from vit_jax.analysis.attention_distance import mean_attention_distance
+from vit_jax.analysis.attention_distance import mean_attention_distance, uniform_attention_distance
 from vit_jax.analysis.filters import filter_components
 from vit_jax.analysis.posemb import posemb_similarity, position_embeddings
 from vit_jax.analysis.rollout import attention_rollout, output_to_patches
@@ -70,13 +70,16 @@ def attention_distance(params, loaded: LoadedModel, names, images, out_dir: str)
     distances = mean_attention_distance(maps, loaded.grid, patch_pixels, loaded.has_class_token)
     for layer, per_head in enumerate(distances):
         logging.info("layer %d: mean attention distance %s px", layer + 1, np.round(per_head, 1))
+    uniform = uniform_attention_distance(loaded.grid, patch_pixels)
+    logging.info("uniform attention over the %dx%d grid: %.1f px", *loaded.grid, uniform)
     figure = plots.distance_figure(
-        os.path.join(out_dir, "attention_distance.png"), distances, patch_pixels
+        os.path.join(out_dir, "attention_distance.png"), distances, patch_pixels, uniform
     )
     numbers = _write(
         out_dir,
         "attention_distance",
         distance=distances,
+        uniform_distance=uniform,
         patch_pixels=patch_pixels,
         images=np.array(names),
     )

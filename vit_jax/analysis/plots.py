@@ -67,13 +67,18 @@ def posemb_figure(path: str, similarity: np.ndarray) -> str:
     return _save(figure, path)
 
 
-def distance_figure(path: str, distances: np.ndarray, patch_pixels: float) -> str:
-    """Mean attention distance of every head (dots) against layer depth."""
+def distance_figure(
+    path: str, distances: np.ndarray, patch_pixels: float, uniform: float | None = None
+) -> str:
+    """Mean attention distance of every head (dots) against layer depth, with
+    the distance of uniform attention (`uniform`) as a dashed line."""
     layers, heads = distances.shape
     figure = Figure(figsize=(5, 4))
     axis = figure.subplots()
     for head in range(heads):
         axis.scatter(np.arange(1, layers + 1), distances[:, head], s=12, label=f"head {head + 1}")
+    if uniform is not None:
+        axis.axhline(uniform, color="grey", linestyle="--", linewidth=1, label="uniform attention")
     axis.set_xticks(np.arange(1, layers + 1))
     axis.set_xlabel("network depth (layer)")
     axis.set_ylabel("mean attention distance (pixels)")
