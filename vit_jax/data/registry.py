@@ -3,11 +3,20 @@
 Names: the TFDS datasets of the paper ('imagenet2012', 'cifar10', ...), 'vtab/<task>'
 for the 19 VTAB-1k tasks, 'digits' and 'fashion_mnist' (local files), 'folder:PATH'
 (the user's own images), 'jft' and 'imagenet21k' (builders the user supplies).
+
+'NAME/classes_A-B' is the part of an in-memory dataset ('digits', 'fashion_mnist'
+read from IDX files) whose labels lie in A..B, relabelled 0..B-A, with the parent's
+splits (sliced as usual: 'train[:1000]' is the subset's first 1,000 training
+images). Two disjoint class ranges of one dataset make a pre-training set and a
+transfer target that share no class, e.g. 'fashion_mnist/classes_0-4' (T-shirt/top,
+Trouser, Pullover, Dress, Coat) and 'fashion_mnist/classes_5-9' (Sandal, Shirt,
+Sneaker, Bag, Ankle boot).
 """
 
 import dataclasses
 import difflib
 import functools
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -174,6 +183,43 @@ def _digits_arrays():
     return local.load_digits()
 
 
+_CLASS_SUBSET = re.compile(r"(?P<parent>.+)/classes_(?P<first>\d+)-(?P<last>\d+)")
+_CLASS_SUBSET_HINT = (
+    "An in-memory dataset (digits, fashion_mnist from IDX files) also takes "
+    "'/classes_A-B' for the classes A..B, e.g. 'fashion_mnist/classes_0-4'."
+)
+
+
+def _class_subset(parent_name: str, first: int, last: int, data_dir: str | None):
+    """The classes first..last of the in-memory dataset `parent_name`, relabelled from 0."""
+    parent = lookup(parent_name, data_dir)
+    if not isinstance(parent, InMemoryDataset):
+        raise UserError(
+            f"'{parent_name}/classes_{first}-{last}': class subsets are made of in-memory "
+            f"datasets (digits, fashion_mnist from IDX files), and {parent_name!r} is not one"
+            + (
+                "; pass the folder of the Fashion-MNIST IDX files as data_dir."
+                if parent_name == "fashion_mnist"
+                else "."
+            )
+        )
+    if not first <= last < parent.num_classes:
+        raise UserError(
+            f"'{parent_name}/classes_{first}-{last}': the range must be A <= B < "
+            f"{parent.num_classes} ({parent_name!r} has classes 0..{parent.num_classes - 1})."
+        )
+
+    def load(directory):
+        subset = {}
+        for split, (images, labels) in parent.load(directory).items():
+            keep = (labels >= first) & (labels <= last)
+            subset[split] = (images[keep], labels[keep] - first)
+        return subset
+
+    # Split sizes are counted from the data: the parent's hold every class.
+    return InMemoryDataset(load, last - first + 1, None, parent.image_shape)
+
+
 def known_names() -> list[str]:
     """All registered names ('folder:PATH' stands for any folder)."""
     names = ["digits", "fashion_mnist", *_TFDS_DATASETS, *(f"vtab/{t}" for t in VTAB_TASKS)]
@@ -192,10 +238,16 @@ def lookup(name: str, data_dir: str | None = None):
         return VTAB_TASKS[name[5:]]
     if name in _TFDS_DATASETS:
         return _TFDS_DATASETS[name]
+    subset = _CLASS_SUBSET.fullmatch(name)
+    if subset:
+        first, last = int(subset["first"]), int(subset["last"])
+        return _class_subset(subset["parent"], first, last, data_dir)
     known = known_names()
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-    raise UserError(f"Unknown dataset {name!r}.{hint} Known datasets: {', '.join(known)}.")
+    raise UserError(
+        f"Unknown dataset {name!r}.{hint} Known datasets: {', '.join(known)}. " + _CLASS_SUBSET_HINT
+    )
 
 
 def get_dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
