@@ -133,6 +133,17 @@ def test_gpu_auto_takes_cudnn_attention_forward_and_backward():
     assert "cost_model_step_seconds" not in report and "wait" in report["step_time_note"]
 
 
+def test_gpu_fsdp_keeps_activations_split_by_batch():
+    """FSDP on H100s: the head's input dimension is sharded, yet no activation
+    (or its gradient) is resharded by the hidden dimension: no all-to-all."""
+    config = tiny_config(mesh=(("data", 1), ("fsdp", -1)))
+    config.model.dtype = "bfloat16"
+    report = vc.compile_train_step(config, "h100x8", model_flops=False)
+    assert report["mesh"]["fsdp"] == 8 and report["fits"]
+    assert report["collectives"]["all-to-all"]["count"] == 0, report["collectives"]
+    assert report["collectives"]["reduce-scatter"]["count"] > 0  # Gradients land sharded.
+
+
 def test_collectives_parse_hlo_text():
     text = "\n".join(
         [

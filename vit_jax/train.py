@@ -315,7 +315,8 @@ def make_train_step(model, tx, schedule, config, mesh):
 
     def loss_and_grad(params, batch, rng):
         def loss_fn(params):
-            return objective_loss(model, params, batch, config, rng, train=True)
+            with sharding.batch_sharded_head_inputs(mesh):
+                return objective_loss(model, params, batch, config, rng, train=True)
 
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
