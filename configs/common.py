@@ -1,6 +1,6 @@
 """What the paper configs share: the variant argument, resolution-following
 preprocessing, and the pre-training and fine-tuning recipes (Sec. 4.1, App. B.1).
-Each config file starts from vit_jax.train.default_config() (the documented
+Each config file starts from vit_jax.config.default_config() (the documented
 schema) and sets only what differs from it.
 
     get_config("model=ViT-B_16,dataset=cifar10,lr=0.003")

@@ -6,7 +6,7 @@ CPU cores.
     make run
     # = python -m vit_jax.main --config=configs/demo.py --workdir=workdirs/demo
 
-It sets only what differs from vit_jax.train.default_config(), the config schema
+It sets only what differs from vit_jax.config.default_config(), the config schema
 (every field the trainer reads, with its default; docs/training.md explains
 each one). The digits data, the 'testing' ViT's registry name, Adam, the cosine
 decay and clipping at global norm 1 are the defaults' (the paper's pre-training
@@ -15,7 +15,7 @@ optimiser); the weight decay and warm-up are set below.
 
 import ml_collections
 
-from vit_jax.train import default_config
+from vit_jax.config import default_config
 
 
 def get_config(arg=None):

@@ -18,7 +18,7 @@ Argument keys: stage (pretrain | finetune), model, pretrained, lr (finetune).
 """
 
 from configs import common, vit_finetune, vit_pretrain
-from vit_jax.train import default_config
+from vit_jax.config import default_config
 
 STEPS = 1_000_000
 LR = 2e-4

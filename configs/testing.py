@@ -4,7 +4,7 @@
 python -m vit_jax.main --config=configs/testing.py --workdir=/tmp/t --config.total_steps=5
 """
 
-from vit_jax.train import default_config
+from vit_jax.config import default_config
 
 
 def get_config(arg=None):

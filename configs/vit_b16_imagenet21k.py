@@ -4,7 +4,7 @@ worked example of a paper config.
 
     python -m vit_jax.main --config=configs/vit_b16_imagenet21k.py --workdir=DIR
 
-It sets what differs from vit_jax.train.default_config() (the schema, every field
+It sets what differs from vit_jax.config.default_config() (the schema, every field
 explained) and takes the recipe every pre-training shares from
 common.set_pretraining; configs/vit_pretrain.py builds the same config from
 Table 3 (a test checks the two agree). On a machine without ImageNet-21k the run
@@ -18,7 +18,7 @@ stops at once, saying how to prepare it. To try the recipe on local data, shrink
 """
 
 from configs import common
-from vit_jax.train import default_config
+from vit_jax.config import default_config
 
 
 def get_config(arg=None):

@@ -28,8 +28,8 @@ dropped; position embeddings are resized to the new grid
 """
 
 from configs import common
+from vit_jax.config import default_config
 from vit_jax.models import model_kwargs
-from vit_jax.train import default_config
 
 # Table 4: dataset → (steps, LR sweep).
 TABLE_4 = {

@@ -20,8 +20,8 @@ start at bias -10 so that the initial loss is small.
 """
 
 from configs import common
+from vit_jax.config import default_config
 from vit_jax.models import model_kwargs
-from vit_jax.train import default_config
 
 VIT_IMAGENET_MODELS = ("ViT-B_16", "ViT-B_32", "ViT-L_16", "ViT-L_32", "ViT-H_14")
 

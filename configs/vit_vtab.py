@@ -17,9 +17,9 @@ dSprites and smallNORB azimuth).
 """
 
 from configs import common, vit_finetune
+from vit_jax.config import default_config
 from vit_jax.data import VTAB_GROUPS
 from vit_jax.data.vtab import train_recipe
-from vit_jax.train import default_config
 
 STEPS = 2_500
 LR = 0.01

@@ -20,6 +20,7 @@ from test_train_runs import REPO, TINY, subprocess_env
 
 from vit_jax import errors, infer, train
 from vit_jax.checkpoint import save_npz
+from vit_jax.config import check_config
 from vit_jax.evaluate.__main__ import main as evaluate_main
 from vit_jax.models import get_model
 
@@ -196,10 +197,10 @@ def test_model_option_of_the_wrong_kind():
     config = _testing_config()
     config.model = ml_collections.ConfigDict({"hidden_size": "wide"})
     with pytest.raises(errors.UserError, match="hidden_size='wide': this option takes int"):
-        train.check_config(config)
+        check_config(config)
     config.model = ml_collections.ConfigDict({"attention_fn": "cudnn"})
     with pytest.raises(errors.UserError, match="--config.attention=auto"):
-        train.check_config(config)
+        check_config(config)
 
 
 def test_infer_and_evaluate_user_errors_print_one_line(tmp_path, capsys):

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import pytest
 
 from configs import common
-from vit_jax import data, optim, train
+from vit_jax import data, optim
+from vit_jax.config import default_config, resolve_total_steps
 from vit_jax.models import costs, get_masked_patch_model, get_model, model_kwargs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -122,7 +123,7 @@ def test_every_finetuning_variant_builds_its_optimiser():
     params = {"Dense_0": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}}
     for arg in FINETUNE_VARIANTS:
         config = load("vit_finetune", arg)
-        tx, schedule = optim.make_optimizer(config, params)
+        tx, schedule = optim.make_optimizer(config, params, config.total_steps)
         tx.init(params)
         assert 0 < config.warmup_steps < config.total_steps, arg
         assert float(schedule(config.warmup_steps)) == pytest.approx(config.lr), arg
@@ -213,9 +214,7 @@ def test_fig_4_subsets_share_every_hyper_parameter(model):
     assert full.train_split == "train[50000:]" and full.dataset == "jft"
     # The 303M point is the model's Table 3 JFT run (ViT-b/32: ViT-B/32's row).
     row = load("vit_pretrain", f"model={model.replace('ViT-b', 'ViT-B')},dataset=jft")
-    assert full.total_steps == train.resolve_total_steps(
-        row, data.num_examples("jft", row.train_split)
-    )
+    assert full.total_steps == resolve_total_steps(row, data.num_examples("jft", row.train_split))
     for field in ("lr", "lr_decay", "weight_decay", "warmup_steps", "batch_size", "loss"):
         assert full[field] == row[field], field
     assert full.label_smoothing == 0.0 and full.model.get("dropout_rate", 0.0) == 0.0
@@ -311,7 +310,7 @@ def test_configs_set_only_what_differs_from_the_defaults(name):
     # default_config() is the schema; a config restating a default would hide
     # which of its values are choices.
     source = (REPO / "configs" / f"{name}.py").read_text()
-    defaults = train.default_config()
+    defaults = default_config()
     for field, value in defaults.items():
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             assert f"config.{field} = {value!r}\n" not in source, (name, field)

@@ -17,6 +17,7 @@ from test_train_runs import REPO, finish, main_command, subprocess_env
 
 from vit_jax import sharding, train
 from vit_jax.errors import NonFiniteError, UserError
+from vit_jax.step import FINITE_KEY, build_trainer
 from vit_jax.train_state import UNRESTORABLE_SUFFIX
 
 
@@ -63,7 +64,7 @@ def test_a_diverging_run_stops_and_keeps_only_finite_checkpoints(tmp_path):
 def test_skip_nonfinite_leaves_the_state_unchanged_and_counts_the_step():
     config = _testing_config(skip_nonfinite=True, total_steps=10, batch_size=8, warmup_steps=0)
     mesh = sharding.make_mesh(config.mesh)
-    trainer = train.build_trainer(config, 10, (8, 8, 1), mesh)
+    trainer = build_trainer(config, 10, (8, 8, 1), mesh)
     state = trainer.init_state(0)
     good = {
         "image": jnp.zeros((8, 8, 8, 1)),
@@ -72,11 +73,11 @@ def test_skip_nonfinite_leaves_the_state_unchanged_and_counts_the_step():
     poisoned = {**good, "image": good["image"].at[0, 0, 0, 0].set(jnp.nan)}
     before = jax.device_get(state.params)
     state, metrics = trainer.train_step(state, poisoned)
-    assert not bool(metrics[train.FINITE_KEY])
+    assert not bool(metrics[FINITE_KEY])
     assert int(state.step) == 1  # The data position moves on.
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), before)
     state, metrics = trainer.train_step(state, good)
-    assert bool(metrics[train.FINITE_KEY])
+    assert bool(metrics[FINITE_KEY])
     changed = jax.tree.map(
         lambda a, b: not np.array_equal(a, b), jax.device_get(state.params), before
     )

@@ -6,12 +6,13 @@ import numpy as np
 import optax
 import pytest
 
-from vit_jax import optim, train
+from vit_jax import optim
+from vit_jax.config import default_config
 from vit_jax.models import get_model
 
 
 def _config(**overrides):
-    config = train.default_config()
+    config = default_config()
     config.update(overrides)
     return config
 
@@ -79,7 +80,7 @@ def test_decoupled_weight_decay_is_scaled_by_the_full_learning_rate():
     config = _config(
         optimizer="sgd", momentum=0.0, lr=0.5, weight_decay=0.1, total_steps=10, lr_decay="constant"
     )
-    tx, _ = optim.make_optimizer(config, params)
+    tx, _ = optim.make_optimizer(config, params, config.total_steps)
     zero = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero, tx.init(params), params)
     new = optax.apply_updates(params, updates)
@@ -92,7 +93,7 @@ def test_adam_first_step_and_clipping():
     # whatever the clipping did to the magnitude.
     params = {"w": jnp.array([1.0, -1.0])}
     config = _config(optimizer="adam", lr=0.01, total_steps=10, lr_decay="constant")
-    tx, _ = optim.make_optimizer(config, params)
+    tx, _ = optim.make_optimizer(config, params, config.total_steps)
     grads = {"w": jnp.array([30.0, -40.0])}  # Global norm 50 → clipped to 1.
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], [-0.01, 0.01], rtol=1e-5)
@@ -109,7 +110,7 @@ def test_lr_multipliers_freeze_matching_params():
         grad_clip_norm=0.0,
         lr_mults=[("^head/", 0.0)],
     )
-    tx, _ = optim.make_optimizer(config, params)
+    tx, _ = optim.make_optimizer(config, params, config.total_steps)
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
     np.testing.assert_allclose(updates["head"]["kernel"], 0.0)
     np.testing.assert_allclose(updates["body"]["kernel"], -1.0)
@@ -117,7 +118,7 @@ def test_lr_multipliers_freeze_matching_params():
 
 def test_unknown_optimizer_is_named():
     with pytest.raises(ValueError, match="optimizer='adamw'.*'adam', 'sgd'"):
-        optim.make_optimizer(_config(optimizer="adamw"), {"w": jnp.ones(1)})
+        optim.make_optimizer(_config(optimizer="adamw"), {"w": jnp.ones(1)}, 100)
 
 
 def test_four_micro_batches_of_8_equal_one_batch_of_32():
@@ -146,7 +147,7 @@ def test_four_micro_batches_of_8_equal_one_batch_of_32():
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads_acc, grads_full
     )
     # And the same holds for the optimizer update built on them.
-    tx, _ = optim.make_optimizer(_config(total_steps=10, weight_decay=0.1), params)
+    tx, _ = optim.make_optimizer(_config(weight_decay=0.1), params, 10)
     state = tx.init(params)
     up_full, _ = tx.update(grads_full, state, params)
     up_acc, _ = tx.update(grads_acc, state, params)

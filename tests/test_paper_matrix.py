@@ -4,7 +4,7 @@ ViT on 8x8 digits, on one device) with its optimiser, learning rate, schedule an
 warm-up (the full run's total steps), clipping, weight decay, EMA, loss and
 model options as its config sets them.
 
-The step runs un-jitted (train.make_train_step, the function the trainer jits),
+The step runs un-jitted (step.make_train_step, the function the trainer jits),
 so all runs share one set of compiled primitives instead of compiling a program
 each. Runs whose shrunk configs are equal run the same step; it trains once for
 all of them (the 57 VTAB runs of Table 2 shrink to one config)."""
@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from experiments import matrix, overrides
-from vit_jax import data, optim, sharding, train
+from vit_jax import data, optim, sharding, step
+from vit_jax.config import check_config
 
 EXPERIMENTS = matrix.experiments()
 NUM_CLASSES = 10  # digits
@@ -48,14 +49,14 @@ def shrunk_config(run):
 
 def two_steps(config, batch):
     """(initial params, state after 2 steps, last metrics) of the trainer's step."""
-    model = train.make_model(config, NUM_CLASSES)
-    abstract = jax.eval_shape(lambda: train.init_params(model, jax.random.PRNGKey(0), IMAGE_SHAPE))
-    tx, schedule = optim.make_optimizer(config, abstract)
-    state = train.make_state_factory(model, tx, config, IMAGE_SHAPE)(jax.random.PRNGKey(0))
+    model = step.make_model(config, NUM_CLASSES)
+    abstract = jax.eval_shape(lambda: step.init_params(model, jax.random.PRNGKey(0), IMAGE_SHAPE))
+    tx, schedule = optim.make_optimizer(config, abstract, config.total_steps)
+    state = step.make_state_factory(model, tx, config, IMAGE_SHAPE)(jax.random.PRNGKey(0))
     initial = state.params
-    step = train.make_train_step(model, tx, schedule, config, ONE_DEVICE)
+    train_step = step.make_train_step(model, tx, schedule, config, ONE_DEVICE)
     for _ in range(2):
-        state, metrics = step(state, batch)
+        state, metrics = train_step(state, batch)
     return initial, state, jax.device_get(metrics)
 
 
@@ -64,7 +65,7 @@ def test_every_run_builds_its_optimiser_and_trains_two_steps(experiment, batch):
     for run in EXPERIMENTS[experiment].runs:
         full = run.load_config()
         config = shrunk_config(run)
-        train.check_config(config)
+        check_config(config)
         # What the shrink keeps.
         for field in (
             "optimizer",
@@ -84,7 +85,7 @@ def test_every_run_builds_its_optimiser_and_trains_two_steps(experiment, batch):
         if key not in _TRAINED:
             _TRAINED[key] = two_steps(config, batch)
         initial, state, metrics = _TRAINED[key]
-        assert int(state.step) == 2 and metrics[train.FINITE_KEY], run.name
+        assert int(state.step) == 2 and metrics[step.FINITE_KEY], run.name
         assert np.isfinite(metrics["train/loss"]) and np.isfinite(metrics["train/grad_norm"])
         # The second step's learning rate is the schedule's at step 1.
         expected_lr = config.lr / config.warmup_steps if config.warmup_steps else config.lr

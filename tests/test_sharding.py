@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from vit_jax import sharding, train
+from vit_jax import sharding
+from vit_jax.config import default_config
+from vit_jax.step import build_trainer
 
 
 def test_mesh_fills_the_minus_one_axis():
@@ -58,14 +60,14 @@ def test_rule_with_unknown_axis_is_explained():
 
 def _three_steps(mesh_axes, devices):
     """Params after 3 Adam steps (weight decay, EMA, 2 micro-batches) on a mesh."""
-    config = train.default_config()
+    config = default_config()
     config.update(
         dict(total_steps=10, warmup_steps=2, weight_decay=0.1, ema_decay=0.9, accum_steps=2)
     )
     config.model = ml_collections.ConfigDict({"dropout_rate": 0.1})  # RNG paths too.
     config.model_name = "testing"
     mesh = sharding.make_mesh(mesh_axes, devices)
-    trainer = train.build_trainer(config, 10, (8, 8, 1), mesh)  # The trainer's own step.
+    trainer = build_trainer(config, 10, (8, 8, 1), mesh)  # The trainer's own step.
     state, step = trainer.init_state(0), trainer.train_step
     rng = np.random.default_rng(0)
     for _ in range(3):

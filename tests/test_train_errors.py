@@ -10,7 +10,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from vit_jax import train
+from vit_jax.config import check_config
 from vit_jax.errors import UserError
+from vit_jax.step import make_model
 from vit_jax.train_state import Checkpoints, TrainState, describe_params
 
 
@@ -46,7 +48,7 @@ def test_config_field_that_does_not_exist_in_the_file():
     with config.unlocked():
         config.learning_rate = 0.1
     with pytest.raises(ValueError, match="config.learning_rate is not a field.*'lr'"):
-        train.check_config(config)
+        check_config(config)
 
 
 def _parse_command_line(*overrides):
@@ -71,7 +73,7 @@ def test_command_line_override_of_a_missing_field_is_rejected():
     assert _parse_command_line("--config.lr=0.1").lr == 0.1
     config = _parse_command_line("--config.learning_rate=0.1")
     with pytest.raises(UserError, match="config.learning_rate is not a field.*'lr'"):
-        train.check_config(config)
+        check_config(config)
 
 
 def test_command_line_sets_model_options_the_file_does_not_list():
@@ -81,11 +83,11 @@ def test_command_line_sets_model_options_the_file_does_not_list():
         "--config.model.dtype=bfloat16",
     )
     assert dict(config.model) == {"remat": True, "classifier": "gap", "dtype": "bfloat16"}
-    train.check_config(config)
-    model = train.make_model(config, num_classes=10)
+    check_config(config)
+    model = make_model(config, num_classes=10)
     assert model.remat is True and model.classifier == "gap"
     with pytest.raises(UserError, match="not an option of testing .* Its options: .*remat"):
-        train.check_config(_parse_command_line("--config.model.attention_impl=explicit"))
+        check_config(_parse_command_line("--config.model.attention_impl=explicit"))
 
 
 def _tiny_state(width):

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from configs import testing
 from vit_jax import checkpoint, train
+from vit_jax.step import build_trainer
 
 
 def _scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
@@ -83,7 +84,7 @@ def test_the_trainers_ema_is_the_debiased_average_of_the_trained_params():
     config = testing.get_config()
     config.ema_decay = 0.9999
     mesh = sharding.make_mesh((("data", -1),))
-    trainer = train.build_trainer(config, 10, (8, 8, 3), mesh)
+    trainer = build_trainer(config, 10, (8, 8, 3), mesh)
     state = trainer.init_state(config.seed)
     initial = jax.device_get(state.params)
     rng = np.random.default_rng(0)

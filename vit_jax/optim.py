@@ -103,13 +103,16 @@ def _add_decayed_weights(weight_decay: float, multipliers) -> optax.GradientTran
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
-def make_optimizer(config, params) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+    config, params, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optax chain of `config`: clip → Adam | SGD-momentum → decoupled weight
-    decay → −learning rate (schedule) → per-parameter lr multipliers."""
+    decay → −learning rate (schedule, decaying to `total_steps`) → per-parameter
+    lr multipliers. An optimiser or schedule it cannot build is a UserError."""
     if config.optimizer not in OPTIMIZERS:
         raise UserError(f"optimizer={config.optimizer!r} is unknown; choose one of {OPTIMIZERS}.")
     schedule = learning_rate_schedule(
-        config.lr, config.total_steps, config.warmup_steps, config.lr_decay, config.end_lr_fraction
+        config.lr, total_steps, config.warmup_steps, config.lr_decay, config.end_lr_fraction
     )
     parts = []
     if config.grad_clip_norm:

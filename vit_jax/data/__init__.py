@@ -9,7 +9,13 @@
 See docs/data.md for the dataset names, splits, preprocessing ops and preparing data.
 """
 
-from vit_jax.data.pipeline import BatchIterator, get_iterator, prefetch_to_device
+from vit_jax.data.pipeline import (
+    BatchIterator,
+    OpenedSplit,
+    get_iterator,
+    open_split,
+    prefetch_to_device,
+)
 from vit_jax.data.preprocess import RECIPES, recipe
 from vit_jax.data.registry import get_dataset_info, known_names, num_examples
 from vit_jax.data.tfds_dataset import DatasetInfo, DatasetNotPreparedError
@@ -22,10 +28,12 @@ __all__ = [
     "BatchIterator",
     "DatasetInfo",
     "DatasetNotPreparedError",
+    "OpenedSplit",
     "get_dataset_info",
     "get_iterator",
     "known_names",
     "num_examples",
+    "open_split",
     "prefetch_to_device",
     "recipe",
 ]

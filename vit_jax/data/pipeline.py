@@ -16,9 +16,11 @@ at position q is keyed on (seed, q). Two readers of that sequence:
 """
 
 import collections
+import dataclasses
 import itertools
 import logging
 import re
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -198,6 +200,78 @@ def _tfds_stream(
     return dataset.batch(local_batch, drop_remainder=True), num_batches
 
 
+@dataclasses.dataclass(frozen=True)
+class OpenedSplit:
+    """A split whose dataset was found, whose files were checked and whose
+    preprocessing was built: `batches` reads it from any step on. Opening
+    first lets a caller fail on a missing dataset or a bad preprocessing
+    string before long work, and position the stream once it knows the step."""
+
+    name: str
+    split: str
+    source: object  # ArraySource, FileSource or TfdsSource
+    preprocess: str  # The full op string, decode and onehot included.
+    preprocess_fn: Callable
+
+    def batches(
+        self,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        train: bool = True,
+        start_step: int = 0,
+        process_index: int | None = None,
+        process_count: int | None = None,
+        shuffle_buffer: int = 10_000,
+    ) -> BatchIterator:
+        """This process's batches; see `get_iterator`."""
+        process_index, process_count, local_batch = _process_layout(
+            batch_size, process_index, process_count
+        )
+        logging.info(
+            "Dataset %s[%s]: %d examples, process %d/%d reads %d per step, preprocess %r.",
+            self.name,
+            self.split,
+            self.source.num_examples,
+            process_index,
+            process_count,
+            local_batch,
+            self.preprocess,
+        )
+        layout = (batch_size, local_batch, process_index)
+        common = dict(seed=seed, train=train, start_step=start_step, layout=layout)
+        if isinstance(self.source, TfdsSource):
+            stream, num_batches = _tfds_stream(
+                self.source,
+                self.preprocess_fn,
+                **common,
+                process_count=process_count,
+                shuffle_buffer=shuffle_buffer,
+            )
+        else:
+            stream, num_batches = _indexed_stream(self.source, self.preprocess_fn, **common)
+        options = tf.data.Options()
+        options.deterministic = True
+        stream = stream.with_options(options).prefetch(tf.data.AUTOTUNE)
+        return BatchIterator(stream, num_batches, self.source, self.preprocess)
+
+
+def open_split(name: str, split: str, *, preprocess: str, data_dir: str | None = None):
+    """`name`/`split` opened for reading with the `preprocess` op string (see
+    preprocess.py); `decode` is prepended when absent, and `onehot(num_classes)`
+    appended. Raises a UserError for an unknown or unprepared dataset, an
+    unknown split or a bad op string."""
+    dataset = lookup(name, data_dir)
+    info = dataset.info(name)
+    if not pp.has_op(preprocess, "decode"):  # file and TFDS images arrive encoded
+        preprocess = f"decode|{preprocess}"
+    if not pp.has_op(preprocess, "onehot"):
+        preprocess = f"{preprocess}|onehot({info.num_classes})"
+    with reraised_as_user_error():
+        preprocess_fn = pp.build(preprocess)
+    return OpenedSplit(name, split, dataset.open(split, data_dir), preprocess, preprocess_fn)
+
+
 def get_iterator(
     name: str,
     split: str,
@@ -220,44 +294,16 @@ def get_iterator(
     (see preprocess.py); `decode` is prepended when absent, and `onehot(num_classes)`
     appended.
     """
-    process_index, process_count, local_batch = _process_layout(
-        batch_size, process_index, process_count
+    opened = open_split(name, split, preprocess=preprocess, data_dir=data_dir)
+    return opened.batches(
+        batch_size=batch_size,
+        seed=seed,
+        train=train,
+        start_step=start_step,
+        process_index=process_index,
+        process_count=process_count,
+        shuffle_buffer=shuffle_buffer,
     )
-    dataset = lookup(name, data_dir)
-    info = dataset.info(name)
-    if not pp.has_op(preprocess, "decode"):  # file and TFDS images arrive encoded
-        preprocess = f"decode|{preprocess}"
-    if not pp.has_op(preprocess, "onehot"):
-        preprocess = f"{preprocess}|onehot({info.num_classes})"
-    with reraised_as_user_error():
-        preprocess_fn = pp.build(preprocess)
-    source = dataset.open(split, data_dir)
-    logging.info(
-        "Dataset %s[%s]: %d examples, process %d/%d reads %d per step, preprocess %r.",
-        name,
-        split,
-        source.num_examples,
-        process_index,
-        process_count,
-        local_batch,
-        preprocess,
-    )
-    layout = (batch_size, local_batch, process_index)
-    common = dict(seed=seed, train=train, start_step=start_step, layout=layout)
-    if isinstance(source, TfdsSource):
-        stream, num_batches = _tfds_stream(
-            source,
-            preprocess_fn,
-            **common,
-            process_count=process_count,
-            shuffle_buffer=shuffle_buffer,
-        )
-    else:
-        stream, num_batches = _indexed_stream(source, preprocess_fn, **common)
-    options = tf.data.Options()
-    options.deterministic = True
-    stream = stream.with_options(options).prefetch(tf.data.AUTOTUNE)
-    return BatchIterator(stream, num_batches, source, preprocess)
 
 
 def prefetch_to_device(iterator, size: int, sharding: jax.sharding.Sharding):
