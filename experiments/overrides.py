@@ -105,14 +105,16 @@ def shrink_overrides(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     """SHRINK, the run's total steps as the full run resolves them (its epochs
     of its own training split), so that the schedule and its warm-up are the
     full run's, and the tiny width for a pre-logits layer."""
-    from vit_jax import data, train  # Only now: they pull in TensorFlow.
+    # Only now: data pulls in TensorFlow, the schema jax and the models.
+    from vit_jax import data
+    from vit_jax.config import resolve_total_steps
 
     examples = (
         0
         if config.total_steps
         else data.num_examples(config.dataset, config.train_split, config.data_dir)
     )
-    steps = train.resolve_total_steps(config, examples)
+    steps = resolve_total_steps(config, examples)
     extra = (f"model.representation_size={TINY_MODEL_WIDTH}",)
     return (
         SHRINK

@@ -23,7 +23,7 @@ from ml_collections import config_flags
 from vit_jax import errors
 
 # New attributes are accepted so that `--config.model.<option>` works for options
-# the file leaves at their defaults; vit_jax.train.check_config then rejects
+# the file leaves at their defaults; vit_jax.config.check_config then rejects
 # unknown fields and options by name (with the model's list of options).
 _CONFIG = config_flags.DEFINE_config_file(
     "config",

@@ -24,7 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import sharding
+from vit_jax.config import check_config, default_config
 from vit_jax.models import attention, get_model
+from vit_jax.step import build_trainer
 
 RESULTS = []
 
@@ -68,16 +70,14 @@ def attention_checks(name: str, batch: int, resolution: int) -> None:
 def train_losses(name: str, batch: int, resolution: int, steps: int, dtype: str):
     """The trainer's own jitted step run `steps` times on one fixed batch:
     the losses and gradient norms, and the final parameters' dtypes."""
-    from vit_jax import train
-
-    config = train.default_config()
+    config = default_config()
     config.model_name, config.batch_size, config.image_size = name, batch, resolution
     config.total_steps, config.warmup_steps, config.lr = steps, 5, 1e-3
     config.model.dtype = dtype
-    train.check_config(config)
+    check_config(config)
     mesh = sharding.make_mesh(config.mesh)
     image_shape = (resolution, resolution, 3)
-    trainer = train.build_trainer(config, 10, image_shape, mesh)
+    trainer = build_trainer(config, 10, image_shape, mesh)
     step, state = trainer.train_step, trainer.init_state(config.seed)
     rng = np.random.default_rng(0)
     data = {

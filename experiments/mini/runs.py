@@ -1,6 +1,6 @@
 """Configs, training and evaluation shared by the studies.
 
-Every run is a config of the project's schema (`vit_jax.train.default_config`)
+Every run is a config of the project's schema (`vit_jax.config.default_config`)
 trained in-process by `vit_jax.train.train_and_evaluate`, then scored by
 `vit_jax.evaluate` (top-1 accuracy, few-shot linear probe). A run's work
 directory is named by a hash of its config, so studies that need the same
@@ -17,9 +17,10 @@ import jax
 import ml_collections
 
 from experiments.mini.models import MiniModel, shrink
-from vit_jax import train as trainer
+from vit_jax.config import default_config
 from vit_jax.evaluate import fewshot
 from vit_jax.evaluate.vtab import test_accuracy
+from vit_jax.train import train_and_evaluate
 from vit_jax.train_state import Checkpoints
 
 FASHION_MNIST = "fashion_mnist"
@@ -121,7 +122,7 @@ def base_config(
 ):
     """The parts every run shares: model, data, length, cadences."""
     model = setting.model(model)
-    config = trainer.default_config()
+    config = default_config()
     config.model_name = model.model_name
     config.model = ml_collections.ConfigDict(model.overrides)
     config.dataset = dataset
@@ -202,7 +203,7 @@ def train(setting: Setting, config, label: str) -> Trained:
     finished = Checkpoints.latest_step_in(os.path.join(workdir, "checkpoints"))
     reused = finished >= config.total_steps
     start = time.perf_counter()
-    state = trainer.train_and_evaluate(config, workdir)
+    state = train_and_evaluate(config, workdir)
     params = jax.device_get(state.params)
     seconds = time.perf_counter() - start
     if setting.progress is not None:
