@@ -1,12 +1,9 @@
-"""`python -m vit_jax.evaluate` on a saved checkpoint, and the VTAB sweep driven
-through the training loop on the bundled digits (VTAB's own data needs downloads)."""
+"""`python -m vit_jax.evaluate` on a saved checkpoint, and the VTAB-1k table."""
 
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from vit_jax import data
@@ -16,11 +13,10 @@ from vit_jax.evaluate import vtab
 from vit_jax.evaluate.__main__ import main
 from vit_jax.models import get_model
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 DIGITS_MODEL = dict(patch_size=(2, 2))  # 'testing' on 8x8 digits: a 4x4 grid.
 
 
-def _digits_checkpoint(tmp_path):
+def digits_checkpoint(tmp_path):
     """A 'testing' model with N(0, 0.5) weights drawn by numpy (compiling init is slow)."""
     model = get_model("testing", num_classes=10, **DIGITS_MODEL)
     images = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
@@ -33,7 +29,7 @@ def _digits_checkpoint(tmp_path):
 
 
 def test_accuracy_command_matches_a_direct_computation(tmp_path, capsys):
-    model, params, checkpoint = _digits_checkpoint(tmp_path)
+    model, params, checkpoint = digits_checkpoint(tmp_path)
     result = main(["accuracy", f"--checkpoint={checkpoint}", "--dataset=digits", "--split=test"])
     assert json.loads(capsys.readouterr().out) == result
 
@@ -45,7 +41,7 @@ def test_accuracy_command_matches_a_direct_computation(tmp_path, capsys):
 
 
 def test_fewshot_command_reports_mean_and_std_per_shot(tmp_path):
-    _, _, checkpoint = _digits_checkpoint(tmp_path)
+    _, _, checkpoint = digits_checkpoint(tmp_path)
     result = main(
         ["fewshot", f"--checkpoint={checkpoint}", "--datasets=digits", "--shots=1,5", "--seeds=0,1"]
     )
@@ -53,32 +49,6 @@ def test_fewshot_command_reports_mean_and_std_per_shot(tmp_path):
         f"fewshot/digits/{k}shot{suffix}" for k in (1, 5) for suffix in ("", "_std")
     )
     assert all(0.0 <= value <= 1.0 for value in result.values())
-
-
-def test_vtab_sweep_fine_tunes_each_task_and_resumes(tmp_path):
-    _, _, checkpoint = _digits_checkpoint(tmp_path)
-    # The paper's per-task recipe, then shrunk to the digits and a few steps.
-    configs = vtab.task_configs(
-        str(REPO / "configs" / "vit_vtab.py"), ("dtd", "svhn"), "ViT-B_16", checkpoint, steps=3
-    )
-    configs = {"digits_a": configs["dtd"], "digits_b": configs["svhn"]}
-    assert configs["digits_a"].dataset == "vtab/dtd" and configs["digits_a"].lr == 0.01
-    for config in configs.values():
-        config.model_name, config.model = "testing", ml_collections.ConfigDict(DIGITS_MODEL)
-        config.dataset, config.train_split, config.test_split = "digits", "train[:800]", "test"
-        config.image_size, config.pp_train = 8, "value_range(-1,1)"
-        config.pp_eval = "value_range(-1,1)"
-        config.batch_size, config.eval_batch_size = 16, 16
-        config.checkpoint_every, config.export_npz = 0, False
-    # digits_b finished in an earlier run: only digits_a is fine-tuned (one
-    # training run keeps this test short), digits_b's result is read back.
-    (tmp_path / "sweep" / "digits_b").mkdir(parents=True)
-    (tmp_path / "sweep" / "digits_b" / "result.json").write_text('{"accuracy": 0.25}')
-    results = vtab.run_sweep(configs, str(tmp_path / "sweep"))
-    assert sorted(results) == ["digits_a", "digits_b"] and results["digits_b"] == 0.25
-    assert 0.0 <= results["digits_a"] <= 1.0
-    assert (tmp_path / "sweep" / "digits_a" / "checkpoints").is_dir()
-    assert vtab.run_sweep(configs, str(tmp_path / "sweep")) == results
 
 
 def test_vtab_table_aggregates_groups_and_the_mean_over_tasks():

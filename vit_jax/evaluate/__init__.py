@@ -1,5 +1,5 @@
 """Evaluation: accuracy on any split (ImageNet ReaL included), the few-shot
-linear probe, and the VTAB-1k sweep.
+linear probe, and the VTAB-1k table (vtab; the sweep is experiments/vtab.py).
 
     from vit_jax.evaluate import accuracy, fewshot
     accuracy.accuracy(logits_fn, params, batches)      # {'accuracy', 'num_counted', ...}

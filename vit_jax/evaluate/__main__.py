@@ -4,20 +4,19 @@ Commands:
   accuracy  top-1 accuracy on a split (imagenet2012_real: ReaL accuracy, unlabelled
             images skipped); the model and resolution come from the checkpoint
   fewshot   few-shot linear probe: 1/5/10/25 shots, several seeds, mean ± std
-  vtab      fine-tune on the 19 VTAB-1k tasks and print the Natural / Specialized /
-            Structured / mean table (also written to WORKDIR/vtab.md)
+
+The VTAB-1k sweep fine-tunes, so it is an experiment: `python -m experiments.vtab`.
 """
 
 import argparse
 import json
-import os
 import sys
 
 import jax
 from absl import logging
 
-from vit_jax.errors import UserError, cli
-from vit_jax.evaluate import accuracy, fewshot, vtab
+from vit_jax.errors import cli
+from vit_jax.evaluate import accuracy, fewshot
 
 
 def parse_args(argv):
@@ -26,7 +25,7 @@ def parse_args(argv):
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=("accuracy", "fewshot", "vtab"))
+    parser.add_argument("command", choices=("accuracy", "fewshot"))
     parser.add_argument("--checkpoint", required=True, help=".npz file written by save_npz")
     parser.add_argument("--model", help="registered model name; default: read from the checkpoint")
     parser.add_argument("--resolution", type=int, help="input size; default: the checkpoint's")
@@ -43,11 +42,6 @@ def parse_args(argv):
     fewshot_args.add_argument("--shots", default="1,5,10,25")
     fewshot_args.add_argument("--seeds", default="0,1,2")
     fewshot_args.add_argument("--l2_reg", type=float, default=fewshot.DEFAULT_L2_REG)
-    vtab_args = parser.add_argument_group("vtab")
-    vtab_args.add_argument("--workdir", help="one sub-directory per task; resumable")
-    vtab_args.add_argument("--tasks", help="comma-separated subset; default: all 19")
-    vtab_args.add_argument("--steps", type=int, help="override the paper's 2,500 steps")
-    vtab_args.add_argument("--config", default="configs/vit_vtab.py", help="per-task recipe")
     return parser.parse_args(argv)
 
 
@@ -95,34 +89,11 @@ def run_fewshot(args, params, loaded) -> dict:
     )
 
 
-def run_vtab(args) -> str:
-    from vit_jax import data
-
-    if not args.workdir or not args.model:
-        raise UserError("vtab needs --workdir=DIR and --model=NAME (the model to fine-tune).")
-    tasks = args.tasks.split(",") if args.tasks else list(data.VTAB_TASKS)
-    unknown = sorted(set(tasks) - set(data.VTAB_TASKS))
-    if unknown:
-        raise UserError(f"unknown VTAB tasks {unknown}; known: {', '.join(data.VTAB_TASKS)}.")
-    configs = vtab.task_configs(args.config, tasks, args.model, args.checkpoint, args.steps)
-    for config in configs.values():
-        config.data_dir = args.data_dir
-    results = vtab.run_sweep(configs, args.workdir)
-    table = vtab.results_table(results, data.VTAB_GROUPS)
-    with open(os.path.join(args.workdir, "vtab.md"), "w") as f:
-        f.write(table + "\n")
-    return table
-
-
 def main(argv=None):
     from vit_jax.infer import load_model
 
     args = parse_args(argv)
     logging.set_verbosity(logging.INFO)
-    if args.command == "vtab":  # The training loop loads the checkpoint per task.
-        result = run_vtab(args)
-        print(result)
-        return result
     params, loaded = load_model(args.checkpoint, args.model, args.resolution)
     run = run_accuracy if args.command == "accuracy" else run_fewshot
     result = run(args, params, loaded)
