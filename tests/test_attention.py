@@ -1,6 +1,7 @@
-"""The attention back-ends (vit_jax.models.attention): each computes Eq. 2's
-softmax(q·kᵀ/√d)·v on the same parameters, and `resolve` chooses one from the
-devices the step is compiled for, never from the running process."""
+"""The attention back-ends: each computes Eq. 2's softmax(q·kᵀ/√d)·v on the
+same parameters, and vit_jax.kernels.backends chooses one from the config and
+the devices the step is compiled for, never from the running process or from
+what this machine has built."""
 
 import types
 
@@ -11,7 +12,8 @@ import pytest
 
 import tests.reference_numpy as ref
 from vit_jax import sharding
-from vit_jax.kernels import cpu_attention
+from vit_jax.kernels import cpu_attention, cudnn_attention
+from vit_jax.kernels.backends import choose_attention
 from vit_jax.models import attention, get_model
 
 
@@ -47,52 +49,49 @@ def test_attention_dropout_drops_weights_and_only_in_training():
 
 
 def fake_mesh(platform, size=1):
-    """What resolve reads of a mesh: its devices' platform and its size."""
+    """What the choice reads of a mesh: its devices' platform and its size."""
     devices = np.array([types.SimpleNamespace(platform=platform)] * size)
     return types.SimpleNamespace(devices=devices, size=size)
 
 
-def test_auto_resolves_from_the_mesh_not_the_process():
+def test_auto_chooses_from_the_mesh_not_the_process():
     # The process here is a CPU one with 8 devices; the targets differ.
-    assert attention.resolve("auto", fake_mesh("gpu", 8), jnp.bfloat16)[0] is (
-        attention.cudnn_attention
+    assert choose_attention("auto", fake_mesh("gpu", 8), jnp.bfloat16)[0] is (
+        cudnn_attention.attention_fn
     )
-    assert attention.resolve("auto", fake_mesh("gpu"), jnp.float32)[0] is (
+    assert choose_attention("auto", fake_mesh("gpu"), jnp.float32)[0] is (
         attention.dot_product_attention
     )
-    assert attention.resolve("auto", fake_mesh("tpu", 32), jnp.bfloat16)[0] is (
+    assert choose_attention("auto", fake_mesh("tpu", 32), jnp.bfloat16)[0] is (
         attention.dot_product_attention
     )
     eight_cpus = sharding.make_mesh((("data", -1),))
-    fn, why = attention.resolve("auto", eight_cpus)
+    fn, why = choose_attention("auto", eight_cpus)
     assert fn is attention.dot_product_attention and "8 cpu device(s)" in why
 
 
-def test_auto_takes_the_cpu_kernel_only_once_built(monkeypatch, tmp_path):
+def test_auto_never_takes_the_cpu_kernel_even_once_built(monkeypatch, tmp_path):
     one_cpu = fake_mesh("cpu")
-    with monkeypatch.context() as patch:
-        patch.setenv("VIT_JAX_CACHE", str(tmp_path))  # Nothing built here.
-        assert not cpu_attention.is_built()
-        assert attention.resolve("auto", one_cpu)[0] is attention.dot_product_attention
-        assert not list(tmp_path.iterdir())  # Resolving compiled nothing.
-    fn, why = attention.resolve("cpu", one_cpu)  # Asked for: built (once, cached).
-    assert fn is cpu_attention.attention_fn and cpu_attention.is_built()
-    assert attention.resolve("auto", one_cpu)[0] is cpu_attention.attention_fn
-    assert attention.resolve("auto", one_cpu, jnp.bfloat16)[0] is attention.dot_product_attention
-    assert attention.resolve("auto", fake_mesh("cpu", 2))[0] is attention.dot_product_attention
+    monkeypatch.setenv("VIT_JAX_CACHE", str(tmp_path))
+    assert choose_attention("auto", one_cpu)[0] is attention.dot_product_attention
+    assert not list(tmp_path.iterdir())  # Choosing compiled nothing.
+    fn, why = choose_attention("cpu", one_cpu)  # Asked for: built (once, cached).
+    assert fn is cpu_attention.attention_fn and "asked for" in why
+    fn, why = choose_attention("auto", one_cpu)  # Built, yet not asked for.
+    assert fn is attention.dot_product_attention and "1 cpu device(s)" in why
 
 
 def test_bad_choices_name_the_fix():
     with pytest.raises(ValueError, match=r"config.attention='flash'; choose one of"):
-        attention.resolve("flash", fake_mesh("cpu"))
+        choose_attention("flash", fake_mesh("cpu"))
     with pytest.raises(ValueError, match=r"one CPU device; this step is compiled for 8 cpu"):
-        attention.resolve("cpu", fake_mesh("cpu", 8))
+        choose_attention("cpu", fake_mesh("cpu", 8))
 
 
 def test_the_back_end_changes_no_parameter():
     images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
     default = get_model("testing", num_classes=5)
-    cudnn = get_model("testing", num_classes=5, attention_fn=attention.cudnn_attention)
+    cudnn = get_model("testing", num_classes=5, attention_fn=cudnn_attention.attention_fn)
     shapes = lambda model: jax.tree.map(  # noqa: E731
         jnp.shape, model.init(jax.random.key(0), images)["params"]
     )

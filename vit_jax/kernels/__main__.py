@@ -1,5 +1,5 @@
 """`python -m vit_jax.kernels build`: builds the optional kernels for this
-CPU and jaxlib into the cache, so that config.attention='auto' takes them."""
+CPU and jaxlib into the cache, ahead of a run with config.attention='cpu'."""
 
 import sys
 

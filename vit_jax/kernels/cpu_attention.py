@@ -1,6 +1,6 @@
-"""Fused float32 attention for XLA:CPU: `config.attention="cpu"`, and what
-"auto" takes for float32 on one CPU device once the kernel is built
-(`python -m vit_jax.kernels build`, or `make kernels`).
+"""Fused float32 attention for XLA:CPU, run where `config.attention="cpu"`
+asks for it (built on first use, or ahead by `python -m vit_jax.kernels
+build` / `make kernels`; "auto" never takes it).
 
 Why: XLA:CPU runs the attention's per-head products (197 × 64 × 197 for
 ViT-B/16) at a third of its dense layers' rate or less (40-100 GFLOP/s)
@@ -13,7 +13,7 @@ alone XLA's path took 1.6-3.3× its time (docs/performance.md).
 
 Scope: float32, one CPU device (XLA's SPMD partitioner cannot split a custom
 call). Attention maps, dropout on the weights, a bias or a mask take XLA's
-path (vit_jax.models.attention).
+path (vit_jax.kernels.fused).
 """
 
 import functools
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.kernels import native
-from vit_jax.models import attention as xla_attention
+from vit_jax.kernels.fused import with_xla_fallback
 
 SOURCE = pathlib.Path(__file__).with_name("cpu_attention.cc")
 TARGET = "vit_jax_cpu_attention"
@@ -45,12 +45,6 @@ def check_target(mesh, dtype) -> None:
             f"for {mesh.size} {platform} device(s) in {jnp.dtype(dtype).name}: set "
             "config.attention='auto' (or a one-device CPU mesh, config.mesh=(('data', 1),))."
         )
-
-
-def is_built() -> bool:
-    """Whether the kernel's library is in the cache for this CPU and jaxlib
-    (`python -m vit_jax.kernels build`); checking never compiles."""
-    return native.library_path(SOURCE).exists()
 
 
 @functools.cache
@@ -121,7 +115,7 @@ def _plain(query, key, value):
 
 # The `attention_fn` of config.attention="cpu": float32 through the kernel,
 # XLA's path for the rest (maps, dropout, a bias, a mask, 16-bit).
-attention_fn = xla_attention.with_xla_fallback(_plain, lambda query: query.dtype == jnp.float32)
+attention_fn = with_xla_fallback(_plain, lambda query: query.dtype == jnp.float32)
 
 
 _CALL = re.compile(

@@ -4,9 +4,9 @@ functions that flax's `nn.MultiHeadDotProductAttention` takes as its
 
 `dot_product_attention` is the model's default: XLA's (`jax.nn`), or the
 softmax written out where attention maps are asked for or attention dropout
-applies. `resolve(name, mesh, dtype)` turns the trainer's one config string
-(`config.attention`) into one of these for the devices the step is compiled
-for, once, before anything is traced.
+applies. The fused back-ends (cuDNN's, the optional CPU kernel) live in
+vit_jax.kernels, which chooses one from the config and the step's devices:
+the model only receives the function.
 """
 
 import functools
@@ -15,12 +15,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-# "auto": cuDNN's fused kernel for 16-bit compute on GPUs, the optional CPU
-# kernel (vit_jax.kernels) for float32 on one CPU device where it is built,
-# else XLA's. The others ask for one back-end.
-BACKENDS = ("auto", "xla", "cudnn", "cpu")
-SIXTEEN_BIT = (jnp.bfloat16, jnp.float16)
 
 
 def dot_product_attention(
@@ -61,91 +55,6 @@ def dot_product_attention(
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0).astype(weights.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
-
-
-def with_xla_fallback(plain: Callable, serves: Callable = lambda query: True) -> Callable:
-    """An `attention_fn` that computes softmax(q·kᵀ/√d)·v with `plain(query,
-    key, value)`, a fused kernel, and takes `dot_product_attention` for what
-    a fused kernel does not do here: maps, attention dropout, a bias, a mask,
-    or queries `serves` refuses (a dtype)."""
-
-    def attention_fn(
-        query,
-        key,
-        value,
-        bias=None,
-        mask=None,
-        *,
-        dropout_rng=None,
-        dropout_rate: float = 0.0,
-        deterministic: bool = True,
-        module=None,
-    ):
-        dropout = not deterministic and dropout_rate > 0.0
-        if bias is None and mask is None and module is None and not dropout and serves(query):
-            return plain(query, key, value)
-        return dot_product_attention(
-            query, key, value, bias, mask, dropout_rng=dropout_rng, dropout_rate=dropout_rate,
-            deterministic=deterministic, module=module,
-        )  # fmt: skip
-
-    return attention_fn
-
-
-def _cudnn_any_length(query, key, value):
-    """cuDNN's fused flash attention (GPU, 16-bit), for any sequence length.
-
-    jax's cuDNN training rule refuses odd lengths (197 = 14² + 1 tokens) with
-    "Unsupported sequence length": the tokens are padded to an even count and
-    the padding masked out through the sequence lengths cuDNN takes.
-    """
-    batch, tokens = query.shape[:2]
-    padded = tokens + tokens % 2
-    if padded == tokens:
-        return jax.nn.dot_product_attention(query, key, value, implementation="cudnn")
-    pad = lambda x: jnp.pad(x, ((0, 0), (0, padded - tokens), (0, 0), (0, 0)))  # noqa: E731
-    lengths = jnp.full((batch,), tokens, jnp.int32)
-    out = jax.nn.dot_product_attention(
-        pad(query),
-        pad(key),
-        pad(value),
-        query_seq_lengths=lengths,
-        key_value_seq_lengths=lengths,
-        implementation="cudnn",
-    )
-    return out[:, :tokens]
-
-
-cudnn_attention = with_xla_fallback(_cudnn_any_length)
-
-
-def resolve(name: str, mesh, dtype=jnp.float32) -> tuple[Callable, str]:
-    """The attention function `name` means on `mesh`'s devices for `dtype`
-    compute, and a line that says what was chosen and why."""
-    if name not in BACKENDS:
-        raise ValueError(f"config.attention={name!r}; choose one of {BACKENDS}.")
-    platform = mesh.devices.flat[0].platform.lower()
-    on_gpu = platform in ("gpu", "cuda", "rocm")
-    sixteen_bit = jnp.dtype(dtype) in SIXTEEN_BIT
-    if name == "xla":
-        return dot_product_attention, "XLA's attention (asked for)"
-    if name == "cudnn":
-        return cudnn_attention, "cuDNN's fused attention (asked for)"
-    if name == "cpu":
-        from vit_jax.kernels import cpu_attention  # Builds the kernel: asked for.
-
-        cpu_attention.check_target(mesh, dtype)
-        cpu_attention.load()
-        return cpu_attention.attention_fn, "the fused CPU attention kernel (asked for)"
-    if on_gpu and sixteen_bit:
-        return cudnn_attention, f"cuDNN's fused attention ({jnp.dtype(dtype).name} on GPU)"
-    if platform == "cpu" and mesh.size == 1 and jnp.dtype(dtype) == jnp.float32:
-        from vit_jax.kernels import cpu_attention
-
-        if cpu_attention.is_built():
-            cpu_attention.load()
-            return cpu_attention.attention_fn, "the fused CPU attention kernel (built)"
-    return dot_product_attention, f"XLA's attention ({mesh.size} {platform} device(s))"
 
 
 def relative_attention(attention_fn: Callable, offset_keys) -> Callable:
@@ -189,3 +98,9 @@ def with_bias(attention_fn: Callable, bias) -> Callable:
     """`attention_fn` with an additive logit bias: flax's attention layer passes
     a mask but no bias, so a position bias is bound here."""
     return functools.partial(attention_fn, bias=bias)
+
+
+def resolve(name, mesh, dtype=jnp.float32):  # Transitional: vit_jax.kernels.backends.
+    from vit_jax.kernels.backends import choose_attention
+
+    return choose_attention(name, mesh, dtype)

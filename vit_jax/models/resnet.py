@@ -8,6 +8,7 @@ gn_proj}); the BiT baselines are BiT's pre-activation ResNet-v2.
 """
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -155,6 +156,9 @@ class BiTResNet(nn.Module):
     num_classes: int | None
     spec: ResNetSpec
     dtype: Dtype = jnp.float32
+    # Lays out the head's input (batch, features) for the devices of a sharded
+    # step; the trainer passes vit_jax.sharding.batch_constraint (see there).
+    constrain_batch: Callable | None = None
 
     @nn.compact
     def __call__(self, images, *, train: bool = False):
@@ -166,6 +170,7 @@ class BiTResNet(nn.Module):
         self.sow("intermediates", "representation", x)
         if not self.num_classes:
             return x
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(x).astype(
-            jnp.float32
-        )
+        if self.constrain_batch is not None:
+            x = self.constrain_batch(x)
+        head = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")
+        return head(x).astype(jnp.float32)

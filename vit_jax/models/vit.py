@@ -13,7 +13,7 @@ Two collections can be made mutable in `apply` for analysis:
 
 The attention computation itself is a function (`attention_fn`, default
 XLA's, see vit_jax.models.attention); a faster back-end is passed in by the
-trainer and never changes the parameters.
+trainer (chosen by vit_jax.kernels) and never changes the parameters.
 """
 
 from collections.abc import Callable
@@ -76,7 +76,12 @@ class MlpBlock(nn.Module):
 
 
 class Encoder1DBlock(nn.Module):
-    """One pre-norm block: z' = MSA(LN(z)) + z ; z = MLP(LN(z')) + z' (Eq. 2-3)."""
+    """One pre-norm block: z' = MSA(LN(z)) + z ; z = MLP(LN(z')) + z' (Eq. 2-3).
+
+    `attention_fn` is this layer's softmax(q·kᵀ/√d_h)·v, handed over by the
+    encoder (the back-end's, with relative positions bound in where the
+    position embedding acts inside the attention).
+    """
 
     mlp_dim: int
     num_heads: int
@@ -85,22 +90,14 @@ class Encoder1DBlock(nn.Module):
     attention_dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
     gelu: str = "tanh"
-    posemb: str = "learn_1d"
     attention_fn: Callable = dot_product_attention
 
     @nn.compact
-    def __call__(self, x, deterministic: bool, relative_position=None):
-        """`relative_position`: this layer's offset keys (posemb 'relative') or
-        logit bias ('relative_bias')."""
+    def __call__(self, x, deterministic: bool):
         # Stochastic depth drops a whole residual branch per example.
         drop_path = lambda y: nn.Dropout(  # noqa: E731
             self.drop_path_rate, broadcast_dims=tuple(range(1, y.ndim))
         )(y, deterministic=deterministic)
-        attention_fn = self.attention_fn
-        if self.posemb == "relative":
-            attention_fn = relative_attention(attention_fn, relative_position)
-        elif self.posemb == "relative_bias":
-            attention_fn = with_bias(attention_fn, relative_position)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype, name="LayerNorm_0")(x)
         y = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads,
@@ -108,7 +105,7 @@ class Encoder1DBlock(nn.Module):
             kernel_init=xavier_uniform,
             broadcast_dropout=False,
             dropout_rate=self.attention_dropout_rate,
-            attention_fn=attention_fn,
+            attention_fn=self.attention_fn,
             name="MultiHeadDotProductAttention_0",
         )(y, deterministic=deterministic, sow_weights=self.is_mutable_collection("attention"))
         y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
@@ -144,16 +141,6 @@ class Encoder(nn.Module):
         # `deterministic` is a Python bool, static for remat (argument 2 incl. self).
         block_cls = nn.remat(Encoder1DBlock, static_argnums=(2,)) if self.remat else Encoder1DBlock
         for i in range(self.num_layers):
-            relative = None
-            if self.posemb == "relative":
-                head_dim = x.shape[-1] // self.num_heads
-                relative = RelativePositionKeys(
-                    x.shape[1], self.num_heads, head_dim, name=f"relpos_{i}"
-                )()
-            elif self.posemb == "relative_bias":
-                relative = RelativePositionBias(
-                    self.grid, self.num_heads, self.has_class_token, name=f"relpos_{i}"
-                )()[None]
             x = block_cls(
                 mlp_dim=self.mlp_dim,
                 num_heads=self.num_heads,
@@ -163,11 +150,27 @@ class Encoder(nn.Module):
                 # Linear in depth, as timm and big_vision do; 0 is the paper.
                 drop_path_rate=self.stochastic_depth * i / max(self.num_layers - 1, 1),
                 gelu=self.gelu,
-                posemb=self.posemb,
-                attention_fn=self.attention_fn,
+                attention_fn=self.layer_attention(i, x),
                 name=f"encoderblock_{i}",
-            )(x, not train, relative)
+            )(x, not train)
         return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
+
+    def layer_attention(self, layer: int, x) -> Callable:
+        """Layer `layer`'s attention function: the back-end's, with the
+        relative position embeddings (App. D.4), which act inside the
+        attention, bound in; their parameters are the encoder's relpos_{i}."""
+        if self.posemb == "relative":
+            head_dim = x.shape[-1] // self.num_heads
+            keys = RelativePositionKeys(
+                x.shape[1], self.num_heads, head_dim, name=f"relpos_{layer}"
+            )()
+            return relative_attention(self.attention_fn, keys)
+        if self.posemb == "relative_bias":
+            bias = RelativePositionBias(
+                self.grid, self.num_heads, self.has_class_token, name=f"relpos_{layer}"
+            )()
+            return with_bias(self.attention_fn, bias[None])
+        return self.attention_fn
 
 
 class VisionTransformer(nn.Module):
@@ -195,6 +198,9 @@ class VisionTransformer(nn.Module):
     head_bias_init: float = 0.0
     gelu: str = "tanh"  # One of GELU_FORMS.
     attention_fn: Callable = dot_product_attention  # See vit_jax.models.attention.
+    # Lays out the head's input (batch, features) for the devices of a sharded
+    # step; the trainer passes vit_jax.sharding.batch_constraint (see there).
+    constrain_batch: Callable | None = None
 
     def setup_checks(self, images):
         if self.classifier not in CLASSIFIERS:
@@ -276,6 +282,8 @@ class VisionTransformer(nn.Module):
         self.sow("intermediates", "representation", x)
         if not self.num_classes:
             return x
+        if self.constrain_batch is not None:
+            x = self.constrain_batch(x)
         return nn.Dense(
             self.num_classes,
             kernel_init=nn.initializers.zeros,
