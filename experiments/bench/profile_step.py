@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from experiments.bench import bench, xla_flags  # noqa: E402
 from vit_jax import sharding  # noqa: E402
-from vit_jax.models.attention import BACKENDS  # noqa: E402
+from vit_jax.kernels.backends import ATTENTION_BACKENDS  # noqa: E402
 
 
 def kind(name: str) -> str:
@@ -205,7 +205,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=30, help="ops to list")
     parser.add_argument("--xla_flags", default="")
-    parser.add_argument("--attention", choices=BACKENDS, default="auto")
+    parser.add_argument("--attention", choices=ATTENTION_BACKENDS, default="auto")
     parser.add_argument("--hlo", default="", help="print the HLO lines that mention this op name")
     return parser.parse_args(argv)
 
