@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.dev-installed
 COMPILERS_STAMP := $(VENV)/.compilers-installed
 
-.PHONY: venv test lint run clean kernels compilers compile-gpu pod-plan bench-deps bench device-wheels
+.PHONY: venv test lint run notebook clean kernels compilers compile-gpu pod-plan bench-deps bench device-wheels
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ test: lint $(COMPILERS_STAMP)
 # The README's main job: a small ViT trained on scikit-learn's digits.
 run: venv
 	$(PY) -m vit_jax.main --config=configs/demo.py --workdir=workdirs/demo
+
+# notebooks/walkthrough.ipynb run top to bottom as a user runs it (offline it
+# trains its own tiny checkpoint); the executed copy lands in workdirs/notebook/.
+notebook: $(DEV_STAMP)
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute notebooks/walkthrough.ipynb \
+	    --output-dir=workdirs/notebook
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache .ruff_cache
