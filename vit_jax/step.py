@@ -27,7 +27,8 @@ from jax.experimental import multihost_utils
 
 from vit_jax import optim, sharding
 from vit_jax.errors import UserError
-from vit_jax.models import attention, model_options
+from vit_jax.kernels.backends import choose_attention
+from vit_jax.models import model_options
 from vit_jax.objectives import OBJECTIVES
 from vit_jax.train_state import TrainState
 
@@ -36,20 +37,24 @@ from vit_jax.train_state import TrainState
 FINITE_KEY = "train/finite"
 
 
-def make_model(config, num_classes: int, attention_fn=None):
+def make_model(config, num_classes: int, attention_fn=None, constrain_batch=None):
     """The model `config` trains (its objective's: the classifier, or its
-    masked-patch variant); `attention_fn` (vit_jax.models.attention) replaces
-    the default XLA one."""
+    masked-patch variant). `attention_fn` (vit_jax.kernels.backends) replaces
+    the default XLA one; `constrain_batch` lays out the head's input for the
+    step's mesh (vit_jax.sharding.batch_constraint)."""
     options = dict(config.model)
-    if attention_fn is not None and "attention_fn" in model_options(config.model_name):
+    settable = model_options(config.model_name)
+    if attention_fn is not None and "attention_fn" in settable:
         options["attention_fn"] = attention_fn
+    if constrain_batch is not None and "constrain_batch" in settable:
+        options["constrain_batch"] = constrain_batch
     return OBJECTIVES[config.objective].build_model(config.model_name, num_classes, options)
 
 
 def resolve_attention(config, mesh):
     """config.attention for the mesh's devices: (attention_fn, the line that
     says which back-end and why), logged once."""
-    fn, why = attention.resolve(config.attention, mesh, config.model.get("dtype", jnp.float32))
+    fn, why = choose_attention(config.attention, mesh, config.model.get("dtype", jnp.float32))
     logging.info("Attention: %s.", why)
     return fn, why
 
@@ -101,8 +106,7 @@ def make_train_step(model, tx, schedule, config, mesh):
         rngs = {"dropout": dropout_rng, "mpp": mpp_rng}
 
         def loss_fn(params):
-            with sharding.batch_sharded_head_inputs(mesh):
-                return loss_and_accuracy(model, params, batch, config, rngs, True)
+            return loss_and_accuracy(model, params, batch, config, rngs, True)
 
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
@@ -219,7 +223,8 @@ def build_trainer(
         total_steps = int(config.total_steps)
     if model is None:
         attention_fn, attention_why = resolve_attention(config, mesh)
-        model = make_model(config, num_classes, attention_fn)
+        # FSDP: the head's input stays split by batch (see batch_constraint).
+        model = make_model(config, num_classes, attention_fn, sharding.batch_constraint(mesh))
     else:
         attention_why = f"the given {type(model).__name__}'s own"
     # Abstract init: shapes only, so nothing big materialises on one device.

@@ -6,7 +6,7 @@ The CPU test suite cannot reach the GPU-only paths, so this script checks
 them where they run, each printed as PASS/FAIL with its numbers:
 
 1. 16-bit attention compiles to cuDNN's fused kernel (a custom call in the
-   optimised HLO: `cudnn_attention`, what config.attention="auto" takes for
+   optimised HLO: vit_jax.kernels.cudnn_attention, what config.attention="auto" takes for
    16-bit on GPU), and its outputs equal XLA's attention to bf16 precision;
 2. bf16 compute agrees with float32 (same parameters);
 3. the trainer's bf16 train step keeps float32 master weights, and on one
@@ -25,7 +25,8 @@ import numpy as np
 
 from vit_jax import sharding
 from vit_jax.config import check_config, default_config
-from vit_jax.models import attention, get_model
+from vit_jax.kernels import cudnn_attention
+from vit_jax.models import get_model
 from vit_jax.step import build_trainer
 
 RESULTS = []
@@ -44,7 +45,7 @@ def relative_error(a, b) -> float:
 def attention_checks(name: str, batch: int, resolution: int) -> None:
     # No head: the official head starts at zero, which would make every
     # comparison of initial logits trivially exact.
-    bf16 = get_model(name, None, dtype=jnp.bfloat16, attention_fn=attention.cudnn_attention)
+    bf16 = get_model(name, None, dtype=jnp.bfloat16, attention_fn=cudnn_attention.attention_fn)
     f32 = get_model(name, None)
     images = jax.random.uniform(jax.random.key(1), (batch, resolution, resolution, 3), minval=-1)
     params = jax.jit(lambda: f32.init(jax.random.key(0), images[:1])["params"])()
