@@ -3,6 +3,9 @@ same parameters, and vit_jax.kernels.backends chooses one from the config and
 the devices the step is compiled for, never from the running process or from
 what this machine has built."""
 
+import shutil
+import subprocess
+import sys
 import types
 
 import jax
@@ -11,10 +14,12 @@ import numpy as np
 import pytest
 
 import tests.reference_numpy as ref
-from vit_jax import sharding
+from tests.test_train_errors import _testing_config
+from vit_jax import sharding, train
 from vit_jax.kernels import cpu_attention, cudnn_attention
 from vit_jax.kernels.backends import choose_attention
 from vit_jax.models import attention, get_model
+from vit_jax.step import build_trainer
 
 
 def random(shape, seed):
@@ -96,3 +101,30 @@ def test_the_back_end_changes_no_parameter():
         jnp.shape, model.init(jax.random.key(0), images)["params"]
     )
     assert shapes(cudnn) == shapes(default)
+
+
+def test_a_run_resumed_after_make_kernels_ends_as_one_that_never_stopped(tmp_path):
+    config = _testing_config(total_steps=8, checkpoint_every=4, log_every=4)
+    train.train_and_evaluate(config, str(tmp_path / "uninterrupted"))
+    resumed = tmp_path / "resumed"
+    train.train_and_evaluate(config, str(resumed))
+    # As if stopped after step 4's checkpoint: the later state is gone.
+    shutil.rmtree(resumed / "checkpoints" / "8")
+    (resumed / "params.npz").unlink()
+
+    built = subprocess.run(
+        [sys.executable, "-m", "vit_jax.kernels", "build"], capture_output=True, text=True
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    mesh = sharding.make_mesh(config.mesh)
+    trainer = build_trainer(config, 10, (8, 8, 3), mesh)
+    assert trainer.attention.startswith("XLA's attention"), trainer.attention
+    train.train_and_evaluate(config, str(resumed))
+
+    with (
+        np.load(tmp_path / "uninterrupted" / "params.npz") as a,
+        np.load(resumed / "params.npz") as b,
+    ):
+        assert a.files == b.files
+        for name in a.files:
+            np.testing.assert_array_equal(b[name], a[name], err_msg=name)
