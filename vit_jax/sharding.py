@@ -18,11 +18,9 @@ mind: match the end of the path, never anchor at '^'). A spec is
 Leaves that no rule matches are replicated.
 """
 
-import contextlib
 import re
 from collections.abc import Callable, Sequence
 
-import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -173,16 +171,3 @@ def tree_shardings(abstract_tree, mesh: Mesh, rules) -> object:
         ),
         abstract_tree,
     )
-
-
-@contextlib.contextmanager
-def batch_sharded_head_inputs(mesh: Mesh):  # Transitional: batch_constraint.
-    constrain = batch_constraint(mesh)
-
-    def pin(next_fun, args, kwargs, context):
-        if context.module.name == "head" and context.method_name == "__call__" and args:
-            args = (constrain(args[0]), *args[1:])
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(pin):
-        yield

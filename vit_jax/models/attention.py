@@ -98,9 +98,3 @@ def with_bias(attention_fn: Callable, bias) -> Callable:
     """`attention_fn` with an additive logit bias: flax's attention layer passes
     a mask but no bias, so a position bias is bound here."""
     return functools.partial(attention_fn, bias=bias)
-
-
-def resolve(name, mesh, dtype=jnp.float32):  # Transitional: vit_jax.kernels.backends.
-    from vit_jax.kernels.backends import choose_attention
-
-    return choose_attention(name, mesh, dtype)
