@@ -42,7 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
     # Model: a registry name and overrides of its options (see get_model).
     c.model_name = "testing"
     c.model = ml_collections.ConfigDict()
-    # The attention back-end (vit_jax.models.attention.BACKENDS), chosen for the
+    # The attention back-end (vit_jax.kernels.backends), chosen from this and the
     # devices the step is compiled for: 'auto' | 'xla' | 'cudnn' | 'cpu'.
     c.attention = "auto"
     # Data (vit_jax.data): a dataset name, TFDS-style splits, preprocessing strings.
