@@ -45,6 +45,17 @@ def test_random_crop_is_a_slice_of_the_photo():
     )
 
 
+def test_pad_then_random_crop_is_a_shift_of_the_image_with_a_zero_border():
+    padded = run("pad(4)", CAMERA[:64, :48, None])["image"]
+    reference = np.zeros((72, 56, 1), np.uint8)
+    reference[4:68, 4:52] = CAMERA[:64, :48, None]
+    np.testing.assert_array_equal(padded, reference)
+    # Together: a window of the padded image, so a shift of at most 4 px each way.
+    crop = run("pad(4)|random_crop(64, 48)", CAMERA[:64, :48, None], seed=(5, 6))["image"]
+    windows = np.lib.stride_tricks.sliding_window_view(reference, (64, 48, 1))[..., 0, :, :, :]
+    assert any(np.array_equal(crop, w) for w in windows.reshape(-1, 64, 48, 1))
+
+
 def test_value_range_maps_0_255_to_minus_one_one():
     out = run("value_range(-1, 1)", ASTRONAUT)["image"]
     assert out.dtype == np.float32

@@ -15,6 +15,8 @@ Ops:
   resize(size) / resize(h, w)       bilinear resize to a fixed size
   resize_small(size)        resize so that the shorter side is `size`, keeping aspect
   central_crop(size) / central_crop(h, w)
+  pad(pixels, value=0)      pad every side by `pixels` with `value` (before random_crop:
+                            the CIFAR-style translation of up to `pixels` px)
   random_crop(size) / random_crop(h, w)
   inception_crop(size=None, area_min=5, area_max=100)
                             random crop of 5-100% of the area with aspect 3/4..4/3,
@@ -104,6 +106,20 @@ def central_crop(h: int, w: int | None = None) -> Op:
         top = (tf.shape(image)[0] - crop_h) // 2
         left = (tf.shape(image)[1] - crop_w) // 2
         return _with_image(example, image[top : top + crop_h, left : left + crop_w])
+
+    return op
+
+
+@register("pad")
+def pad(pixels: int, value: int = 0) -> Op:
+    def op(example):
+        image = example["image"]
+        padded = tf.pad(
+            image,
+            [[pixels, pixels], [pixels, pixels], [0, 0]],
+            constant_values=tf.cast(value, image.dtype),
+        )
+        return _with_image(example, padded)
 
     return op
 
