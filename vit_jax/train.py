@@ -213,6 +213,18 @@ def _load_pretrained(config, state: TrainState) -> TrainState:
     return state.replace(params=params, ema_params=params if config.ema_decay else None)
 
 
+def _progress_line(step: int, total: int, metrics: dict) -> str:
+    steps_per_sec = metrics["train/steps_per_sec"]
+    eta = (total - step) / steps_per_sec if steps_per_sec else float("nan")
+    eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if steps_per_sec else "?"
+    return (
+        f"step {step}/{total} ({100 * step / total:.0f}%) loss {metrics['train/loss']:.4f} "
+        f"lr {metrics['train/lr']:.2e} grad_norm {metrics['train/grad_norm']:.3f} | "
+        f"{steps_per_sec:.1f} steps/s {metrics['train/images_per_sec']:.0f} img/s | "
+        f"ETA {eta_text}"
+    )
+
+
 # ---------------------------------------------------------------- the loop's guards
 
 
@@ -316,18 +328,6 @@ class PreemptionWatch:
 
 
 # ---------------------------------------------------------------- evaluation and export
-
-
-def _progress_line(step: int, total: int, metrics: dict) -> str:
-    steps_per_sec = metrics["train/steps_per_sec"]
-    eta = (total - step) / steps_per_sec if steps_per_sec else float("nan")
-    eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if steps_per_sec else "?"
-    return (
-        f"step {step}/{total} ({100 * step / total:.0f}%) loss {metrics['train/loss']:.4f} "
-        f"lr {metrics['train/lr']:.2e} grad_norm {metrics['train/grad_norm']:.3f} | "
-        f"{steps_per_sec:.1f} steps/s {metrics['train/images_per_sec']:.0f} img/s | "
-        f"ETA {eta_text}"
-    )
 
 
 def evaluate(eval_step, params_by_name, test_data, config, mesh, eval_batch_size):
