@@ -10,6 +10,7 @@ from flax import traverse_util
 
 from tests.param_trees import assert_trees_equal, flat, logits, random_params
 from vit_jax import checkpoint
+from vit_jax.errors import CheckpointError
 from vit_jax.models import get_model
 
 PUBLISHED_BLOCK_NAMES = {
@@ -94,7 +95,7 @@ def test_a_file_mixing_both_numberings_is_refused(tmp_path, vit):
     norm = "Transformer/encoderblock_0/LayerNorm_1/scale"
     arrays[norm.replace("LayerNorm_1", "LayerNorm_2")] = arrays[norm]
     np.savez(tmp_path / "mixed.npz", **arrays)
-    with pytest.raises(checkpoint.CheckpointError, match="both block numberings"):
+    with pytest.raises(CheckpointError, match="both block numberings"):
         checkpoint.load_npz(tmp_path / "mixed.npz")
 
 
@@ -132,9 +133,9 @@ def test_an_unreadable_file_gives_an_error_naming_its_path(tmp_path, vit):
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"this is not a zip archive")
     for path in (truncated, garbage, tmp_path / "missing.npz"):
-        with pytest.raises(checkpoint.CheckpointError, match=str(path)):
+        with pytest.raises(CheckpointError, match=str(path)):
             checkpoint.load_npz(path)
-        with pytest.raises(checkpoint.CheckpointError, match=str(path)):
+        with pytest.raises(CheckpointError, match=str(path)):
             checkpoint.load_pretrained(path, params)
 
 
@@ -197,7 +198,7 @@ def test_pre_logits_are_kept_when_the_model_has_them():
 
 def test_model_config_contradicting_init_params_is_refused(vit):
     model, params = vit
-    with pytest.raises(checkpoint.CheckpointError, match="classifier='gap'"):
+    with pytest.raises(CheckpointError, match="classifier='gap'"):
         checkpoint.load_pretrained(params, abstract_params(model, 32), {"classifier": "gap"})
 
 
@@ -250,7 +251,7 @@ def test_a_non_square_grid_is_resized_with_the_given_grid():
     target = jax.eval_shape(
         lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 48, 80, 3)))["params"]
     )  # 12x20
-    with pytest.raises(checkpoint.CheckpointError, match=r"grid=\(rows, cols\)"):
+    with pytest.raises(CheckpointError, match=r"grid=\(rows, cols\)"):
         checkpoint.load_pretrained(pretrained, target)
     fitted = checkpoint.load_pretrained(pretrained, target, grid=(12, 20))
     old = pretrained["Transformer"]["posembed_input"]["pos_embedding"][0, 1:].reshape(14, 14, 16)
@@ -279,7 +280,7 @@ def test_a_wrong_shape_names_the_key_and_both_shapes(tmp_path, vit):
     _, params = vit
     checkpoint.save_npz(tmp_path / "vit.npz", params)
     wider = abstract_params(get_model("testing", num_classes=10, mlp_dim=64), 32)
-    with pytest.raises(checkpoint.CheckpointError) as error:
+    with pytest.raises(CheckpointError) as error:
         checkpoint.load_pretrained(tmp_path / "vit.npz", wider)
     message = str(error.value)
     assert "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel" in message
@@ -290,7 +291,7 @@ def test_a_wrong_shape_names_the_key_and_both_shapes(tmp_path, vit):
 def test_a_checkpoint_of_another_width_lists_the_first_misfits_and_counts_the_rest(vit):
     _, params = vit
     wider = abstract_params(get_model("testing", num_classes=10, hidden_size=32), 32)
-    with pytest.raises(checkpoint.CheckpointError, match=r"\.\.\. and \d+ more\."):
+    with pytest.raises(CheckpointError, match=r"\.\.\. and \d+ more\."):
         checkpoint.load_pretrained(params, wider)
 
 
@@ -299,7 +300,7 @@ def test_a_key_missing_from_the_checkpoint_is_named(vit):
     incomplete = flat(params)
     del incomplete["Transformer/encoder_norm/scale"]
     incomplete = traverse_util.unflatten_dict(incomplete, sep="/")
-    with pytest.raises(checkpoint.CheckpointError, match="Transformer/encoder_norm/scale: missing"):
+    with pytest.raises(CheckpointError, match="Transformer/encoder_norm/scale: missing"):
         checkpoint.load_pretrained(incomplete, abstract_params(model, 32))
 
 

@@ -10,8 +10,8 @@ import scipy.special
 
 from tests.param_trees import assert_trees_equal, flat, logits, random_params
 from tests.reference_numpy import gelu as gelu_of
-from vit_jax.checkpoint import CheckpointError
 from vit_jax.convert import timm
+from vit_jax.errors import CheckpointError
 from vit_jax.models import get_model
 
 

@@ -11,9 +11,10 @@
 * `load_pretrained`: a checkpoint fitted to a freshly initialised model for
   fine-tuning (new head, dropped pre-logits, resized position embeddings).
 
-Other frameworks' formats are converted in vit_jax.convert. Errors are
-`CheckpointError` (a vit_jax.errors.UserError, so a ValueError) and name the
-file or key at fault.
+`load_pretrained` also reads a Hugging Face transformers directory
+(vit_jax.convert.huggingface); timm files convert with vit_jax.convert.timm.
+Errors are vit_jax.errors.CheckpointError (a UserError, so a ValueError) and
+name the file or key at fault.
 """
 
 import os
@@ -27,15 +28,11 @@ import scipy.ndimage
 from absl import logging
 from flax import traverse_util
 
-from vit_jax.errors import UserError
+from vit_jax.convert import augreg, huggingface
+from vit_jax.errors import CheckpointError
 
 Params = Mapping[str, Any]  # A nested dict of arrays, as model.init(...)['params'].
 FlatParams = dict[tuple[str, ...], np.ndarray]
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be read, or does not fit the model (a user
-    error: the command lines print it as one message)."""
 
 
 # ---------------------------------------------------------------------------
@@ -335,6 +332,28 @@ def _resize_position_table(name, value, init_shape, restored, init, grid, pretra
     raise _shape_error(name, value.shape, init_shape)
 
 
+def _read_params(path, model_config) -> Params:
+    """The parameters of an .npz file or a transformers directory; an AugReg
+    file's recipe and a transformers file's GELU form are logged."""
+    facts = augreg.parse_name(path)
+    if facts:
+        logging.info("%s: %s", os.fspath(path), facts.describe())
+    if not huggingface.is_transformers_directory(path):
+        return load_npz(path)
+    imported = huggingface.import_transformers(path)
+    model_gelu = _config_get(model_config, "gelu", "tanh")
+    if imported.gelu != model_gelu:
+        logging.warning(
+            "%s was trained with the %s GELU; the model computes the %s form "
+            "(config.model.gelu=%r computes the checkpoint's).",
+            os.fspath(path),
+            imported.gelu,
+            model_gelu,
+            imported.gelu,
+        )
+    return imported.params
+
+
 def load_pretrained(
     path,
     init_params: Params,
@@ -346,7 +365,8 @@ def load_pretrained(
     """A pre-trained checkpoint fitted to a new model, for fine-tuning.
 
     Args:
-      path: an .npz file (official or `save_npz`), or an already loaded
+      path: an .npz file (official or `save_npz`), a transformers model
+        directory (config.json + model.safetensors), or an already loaded
         parameter tree (either block numbering).
       init_params: the freshly initialised parameters of the target model;
         their structure, shapes and dtypes are the truth. Leaves may be
@@ -373,7 +393,7 @@ def load_pretrained(
         restored = to_model_layout(flat_numpy(path))
         source = "the given parameter tree"
     else:
-        restored = to_model_layout(flat_numpy(load_npz(path)))
+        restored = to_model_layout(flat_numpy(_read_params(path, model_config)))
         source = os.fspath(path)
     init = traverse_util.flatten_dict(init_params)
     _check_config_matches_init(model_config, init)

@@ -33,6 +33,11 @@ class NonFiniteError(UserError):
     """Training produced a non-finite loss or gradient norm (the run diverged)."""
 
 
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read, does not fit the model, or holds what
+    the target format cannot express (vit_jax.checkpoint, vit_jax.convert)."""
+
+
 @contextlib.contextmanager
 def reraised_as_user_error(*kinds: type[Exception]):
     """Re-raises the exceptions of `kinds` (default ValueError) raised inside as

@@ -2,10 +2,13 @@
 
     python -m vit_jax.infer --checkpoint=ViT-B_16_imagenet2012.npz photo.jpg [photo2.png ...]
 
-The architecture and input resolution are read from the checkpoint's
-parameter shapes (hidden size, patch size, layers, heads, MLP width, class
-token or GAP, position-embedding kind and grid, pre-logits, hybrid ResNet
-stem), so `--model` is only needed for BiT ResNets or to double-check.
+The checkpoint is an .npz file (official or save_npz) or a Hugging Face
+transformers model directory (vit_jax.convert.huggingface). The architecture
+and input resolution are read from the checkpoint's parameter shapes (hidden
+size, patch size, layers, heads, MLP width, class token or GAP,
+position-embedding kind and grid, pre-logits, hybrid ResNet stem), so
+`--model` is only needed for BiT ResNets or to double-check; an AugReg file
+name (vit_jax.convert.augreg) names its model, and its recipe is printed.
 A 1000-class head is named with the ImageNet-1k class names shipped in the
 package (vit_jax/imagenet_labels.txt, WordNet 3.0 lemmas of the ILSVRC-2012
 synsets in their standard order); other heads with `--labels=FILE`.
@@ -24,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict
 
+from vit_jax.checkpoint import load_npz
+from vit_jax.convert import augreg, huggingface
 from vit_jax.errors import UserError, cli, reraised_as_user_error
 from vit_jax.models import VisionTransformer, get_model
 from vit_jax.models.resnet import ResNetSpec
@@ -138,11 +143,12 @@ def vit_config_from_params(params) -> dict:
     return dict(config, grid=grid)
 
 
-def model_from_params(params, model_name: str | None = None) -> LoadedModel:
+def model_from_params(params, model_name: str | None = None, gelu: str = "tanh") -> LoadedModel:
     """The module (and trained image size) for `params`, read from their shapes.
 
     With `model_name` the registered model is used, with the checkpoint's head
-    size, classifier, position embedding and pre-logits.
+    size, classifier, position embedding and pre-logits. `gelu` is the form
+    the params were trained with (shapes cannot tell).
     """
     if model_name is not None and "Transformer" not in params:
         num_classes = params["head"]["kernel"].shape[-1] if "head" in params else None
@@ -150,9 +156,10 @@ def model_from_params(params, model_name: str | None = None) -> LoadedModel:
     config = vit_config_from_params(params)
     grid = config.pop("grid")
     if model_name is None:
-        module = VisionTransformer(**config)
+        module = VisionTransformer(**config, gelu=gelu)
     else:
         overrides = {k: config[k] for k in ("classifier", "posemb", "representation_size")}
+        overrides["gelu"] = gelu
         module = get_model(model_name, config["num_classes"], **overrides)
         _check_shapes(module, params, model_name)
     image_size = None
@@ -233,7 +240,9 @@ def _parse_args(argv):
         prog="python -m vit_jax.infer", description=__doc__.split("\n")[0]
     )
     parser.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
-    parser.add_argument("--checkpoint", required=True, help=".npz file written by save_npz")
+    parser.add_argument(
+        "--checkpoint", required=True, help=".npz file or Hugging Face transformers directory"
+    )
     parser.add_argument("--model", help="registered model name; default: read from the checkpoint")
     parser.add_argument("--resolution", type=int, help="input size; default: the checkpoint's")
     parser.add_argument("--labels", help="text file with one class name per line")
@@ -242,17 +251,26 @@ def _parse_args(argv):
 
 
 def load_model(checkpoint: str, model_name: str | None = None, resolution: int | None = None):
-    """(params, LoadedModel) of a .npz checkpoint, its image size set.
+    """(params, LoadedModel) of an .npz checkpoint or a transformers directory,
+    its image size set.
 
     `resolution` overrides the size read from the position table, and is
-    required where the checkpoint has none (BiT, posemb='none').
+    required where the checkpoint has none (BiT, posemb='none'). An AugReg
+    file name gives the model when `model_name` is None, and its facts are
+    printed.
     """
-    from vit_jax.checkpoint import CheckpointError, load_npz
-
-    with reraised_as_user_error(CheckpointError):  # A missing or unreadable file.
+    facts = augreg.parse_name(checkpoint)
+    if facts:
+        print(f"{checkpoint}: {facts.describe()}")
+        model_name = model_name or facts.registered_model
+    gelu = "tanh"  # The official code's form, which .npz files are trained with.
+    if huggingface.is_transformers_directory(checkpoint):
+        imported = huggingface.import_transformers(checkpoint)
+        params, gelu = imported.params, imported.gelu
+    else:
         params = load_npz(checkpoint)
     with reraised_as_user_error():  # An unknown --model (the registry's ValueError).
-        loaded = model_from_params(params, model_name)
+        loaded = model_from_params(params, model_name, gelu)
     if resolution:
         loaded = dataclasses.replace(loaded, image_size=(resolution, resolution))
     if loaded.image_size is None:

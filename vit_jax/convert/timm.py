@@ -20,7 +20,8 @@ import safetensors
 import safetensors.numpy
 from flax import traverse_util
 
-from vit_jax.checkpoint import CheckpointError, Params, flat_numpy, to_model_layout
+from vit_jax.checkpoint import Params, flat_numpy, to_model_layout
+from vit_jax.errors import CheckpointError
 
 # (our path, timm's name, layout) for the parameters that map one to one.
 # Layouts: "same"; "linear" (flax (in, out) ↔ torch Linear (out, in));

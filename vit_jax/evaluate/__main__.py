@@ -26,7 +26,7 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", choices=("accuracy", "fewshot"))
-    parser.add_argument("--checkpoint", required=True, help=".npz file written by save_npz")
+    parser.add_argument("--checkpoint", required=True, help=".npz file or transformers directory")
     parser.add_argument("--model", help="registered model name; default: read from the checkpoint")
     parser.add_argument("--resolution", type=int, help="input size; default: the checkpoint's")
     parser.add_argument("--data_dir", help="TFDS data directory")
