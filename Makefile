@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.dev-installed
 COMPILERS_STAMP := $(VENV)/.compilers-installed
 
-.PHONY: venv test lint run notebook clean kernels compilers compile-gpu pod-plan bench-deps bench device-wheels
+.PHONY: venv test lint fashion-mnist run notebook clean kernels compilers compile-gpu pod-plan bench-deps bench device-wheels
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,21 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff format --check .
 
 # The whole suite, lint included; CI (.ci/run) calls exactly this.
-test: lint $(COMPILERS_STAMP)
+test: lint $(COMPILERS_STAMP) fashion-mnist
 	$(PY) -m pytest -n 2 --durations=15 tests
+
+# Debian's Fashion-MNIST IDX files, which the tests and configs/fashion_mnist.py
+# read: installed when missing if run as root (CI); anyone else is told how.
+FASHION_MNIST_FILE := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+fashion-mnist:
+	@if [ ! -e $(FASHION_MNIST_FILE) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && apt-get install -y -q dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'" \
+	      "(Debian/Ubuntu), then make test again." >&2; exit 1; \
+	  fi; \
+	fi
 
 # The README's main job: a small ViT trained on scikit-learn's digits.
 run: venv
