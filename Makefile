@@ -23,7 +23,8 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 
 # XLA's TPU compiler (libtpu) and GPU compiler (the CUDA plugin, with cuDNN) for
 # compiling the train step for TPU slices and GPUs on this machine: kept apart
-# in .venv/compilers, which only vit_jax.compile puts on sys.path, so that no
+# in .venv/compilers, which only vit_jax.targets.prepare_offline_compilers() (called
+# by python -m vit_jax.compile and the pod plan) puts on sys.path, so that no
 # other process loads them (their start-up, warnings and libtpu's lock file).
 $(COMPILERS_STAMP): $(STAMP) requirements-compile.txt
 	$(VENV)/bin/pip install -q --no-deps --target $(VENV)/compilers -r requirements-compile.txt

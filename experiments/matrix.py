@@ -94,18 +94,12 @@ def _scaling() -> Experiment:
     )
 
 
-# Table 2's columns this project can train: (column, model, pre-training dataset, epochs).
-_TABLE_2_MODELS = (
-    ("ViT-H/14 JFT", "ViT-H_14", "jft", 14),
-    ("ViT-L/16 JFT", "ViT-L_16", "jft", 14),
-    ("ViT-L/16 I21k", "ViT-L_16", "imagenet21k", 90),
-)
 _TABLE_2_DATASETS = ("imagenet2012", "cifar10", "cifar100", "oxford_iiit_pet", "oxford_flowers102")
 
 
 def _table_2() -> Experiment:
     runs = []
-    for column, model, dataset, epochs in _TABLE_2_MODELS:
+    for column, (model, dataset, epochs) in paper.TABLE_2_PRETRAINING.items():
         index = paper.TABLE_2_COLUMNS.index(column)
         pre = _pretrain_run(
             model, dataset, epochs, ((TABLE_2_CORE_DAYS, paper.TABLE_2["tpuv3_core_days"][index]),)

@@ -15,6 +15,23 @@ TABLE_2 = {
     "vtab": (77.63, 76.28, 72.72, 76.29, None),
     "tpuv3_core_days": (2500, 680, 230, 9900, 12300),
 }
+# Table 2's columns this project can pre-train: column → (model, pre-training
+# dataset, epochs), as the configs spell them.
+TABLE_2_PRETRAINING = {
+    "ViT-H/14 JFT": ("ViT-H_14", "jft", 14),
+    "ViT-L/16 JFT": ("ViT-L_16", "jft", 14),
+    "ViT-L/16 I21k": ("ViT-L_16", "imagenet21k", 90),
+}
+
+
+def table_2_core_days(model: str, dataset: str, epochs: int) -> int | None:
+    """Table 2's pre-training cost in TPUv3-core-days of (model, dataset,
+    epochs); None for a run the table does not report."""
+    for column, run in TABLE_2_PRETRAINING.items():
+        if run == (model, dataset, epochs):
+            return TABLE_2["tpuv3_core_days"][TABLE_2_COLUMNS.index(column)]
+    return None
+
 
 # App. Table 6 (JFT-300M pre-training): model → {epochs: (ImageNet top-1 after
 # fine-tuning, pre-training exaFLOPs)}. Names as get_model spells them.

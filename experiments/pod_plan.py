@@ -26,8 +26,13 @@ import platform
 import sys
 import time
 
-import vit_jax.compile as vc  # First: puts the compilers on sys.path before jax starts.
+import jax
+
+import vit_jax.compile as vc
 from configs import vit_finetune, vit_pretrain
+from experiments import paper_results
+from vit_jax.models import model_options
+from vit_jax.targets import get_target, prepare_offline_compilers
 
 RESULTS = pathlib.Path("experiments/results")
 JSON_PATH, MD_PATH = RESULTS / "pod_plan.json", RESULTS / "pod_plan.md"
@@ -69,7 +74,7 @@ def load_config(spec: str):
 
 def candidates(target: str) -> list[tuple[int, bool]]:
     """(fsdp, remat) to try on `target`, cheapest in communication and compute first."""
-    devices = vc.get_target(target).num_devices
+    devices = get_target(target).num_devices
     fsdp = min(devices, 16)
     return [(1, False), (fsdp, False), (fsdp, True)]
 
@@ -109,7 +114,7 @@ def smallest_fit(cache: Cache, spec: str, targets, dtype: str | None):
     """The first (target, fsdp, remat) whose step fits, with its report; tries
     are recorded. None when nothing in `targets` fits."""
     tried = []
-    can_remat = "remat" in vc.model_options(load_config(spec).model_name)  # Not the ResNets.
+    can_remat = "remat" in model_options(load_config(spec).model_name)  # Not the ResNets.
     for target in targets:
         for fsdp, remat in candidates(target):
             if remat and not can_remat:
@@ -124,7 +129,8 @@ def smallest_fit(cache: Cache, spec: str, targets, dtype: str | None):
 
 def paper_core_days(row) -> str:
     days = [
-        vc.PAPER_CORE_DAYS.get((row["model"], row["dataset"], e)) for e in row.get("epochs", [])
+        paper_results.table_2_core_days(row["model"], row["dataset"], e)
+        for e in row.get("epochs", [])
     ]
     return ", ".join(f"{d / 1000:g}k" for d in days if d) or ""
 
@@ -152,11 +158,11 @@ def markdown(cache: Cache, plan: list[dict], command: str) -> str:
         "# Pod plan: the smallest TPU v3 slice and H100 count for each paper run",
         "",
         f"Made by `{command}` on {datetime.date.today().isoformat()} "
-        f"({platform.machine()} CPU host, jax {vc.jax.__version__}, libtpu and the CUDA 12 "
+        f"({platform.machine()} CPU host, jax {jax.__version__}, libtpu and the CUDA 12 "
         "plugin from requirements-compile.txt). Nothing here ran on a TPU or a GPU.",
         "",
         "- **memory**: the compiler's buffer assignment per device (GiB) for the real "
-        "training step (`vit_jax.train.build_trainer`, the config's batch, donated state).",
+        "training step (`vit_jax.step.build_trainer`, the config's batch, donated state).",
         "- **step s**: XLA's TPU cost model (`optimal_seconds`), a lower bound, not a "
         "measurement; **MFU≤** is the model-FLOPs utilisation it implies (an upper bound).",
         "- **core-days ≥**: the config's total steps × step time × cores, beside Table 2's "
@@ -228,6 +234,7 @@ def main(argv=None) -> None:
     )  # fmt: skip
     parser.add_argument("--start-gpu", default=GPU_COUNTS[0], choices=GPU_COUNTS)
     args = parser.parse_args(argv)
+    prepare_offline_compilers()
     command = " ".join(["python -m experiments.pod_plan", *(argv or [])])
     cache = Cache(args.reuse)
     previous = {e["row"]["spec"]: e for e in cache.data.get("plan", [])}

@@ -3,24 +3,72 @@ this machine does not have (libtpu's and the CUDA plugin's compilers, from
 requirements-compile.txt in .venv/compilers), on tiny models."""
 
 import json
+import os
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import ml_collections
 import pytest
 
-import vit_jax.compile as vc  # Puts the compilers (.venv/compilers) on sys.path.
-from vit_jax import sharding, train
-from vit_jax.models import attention
+import vit_jax.compile as vc
+from vit_jax import aot, sharding, targets
+from vit_jax.config import default_config
+from vit_jax.kernels import backends
+from vit_jax.models.attention import dot_product_attention
 
 # Hosts: v3:4x4 is 32 TensorCores on 4 hosts, v5e:4x4 16 chips on 4 hosts.
 TPU_TARGETS = ("tpu-v3:4x4", "tpu-v5e:4x4")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline_compilers():
+    """Once per module, whenever this process's jax started its CPU backend
+    (other tests may have started it, as a notebook's cells would)."""
+    targets.prepare_offline_compilers()
+
+
+def _run_python(code: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_importing_changes_neither_environment_nor_path():
+    """A fresh process: importing vit_jax.compile (and so the targets) leaves
+    os.environ, sys.path and jax's platforms as they were."""
+    out = _run_python(
+        "import json, os, sys\n"
+        "before = (dict(os.environ), list(sys.path))\n"
+        "import vit_jax.compile, jax\n"
+        "print(json.dumps([before == (dict(os.environ), list(sys.path)), "
+        "jax.config.jax_platforms]))\n"
+    )
+    assert json.loads(out.splitlines()[-1]) == [True, None]
+
+
+def test_preparing_after_a_backend_started_still_describes_targets():
+    """prepare_offline_compilers after jax.devices(): the running CPU backend
+    stays, and TPUs and GPUs are still described."""
+    out = _run_python(
+        "import jax\n"
+        "from vit_jax import targets\n"
+        "platform = jax.devices()[0].platform\n"
+        "targets.prepare_offline_compilers()\n"
+        "tpu, gpu = targets.get_target('tpu-v5e:2x2'), targets.get_target('h100x2')\n"
+        "print(platform, jax.devices()[0].platform, tpu.num_devices, gpu.num_devices)\n"
+    )
+    assert out.split()[-4:] == ["cpu", "cpu", "4", "2"]
 
 
 def tiny_config(**changes) -> ml_collections.ConfigDict:
     """A one-block ViT at 32 px (17 tokens: odd, like the paper's 197), batch 64:
     compiles in seconds. Widths are multiples of 128 so that TPU tiling pads
     almost nothing and FSDP's shards are exact fractions."""
-    config = train.default_config()
+    config = default_config()
     config.model_name = "testing"
     config.model = ml_collections.ConfigDict(
         dict(hidden_size=512, mlp_dim=2048, num_heads=4, num_layers=1, patch_size=(8, 8))
@@ -57,14 +105,17 @@ def reports():
 
 
 def test_targets_by_name():
-    v3 = vc.get_target("tpu-v3-32")
+    v3 = targets.get_target("tpu-v3-32")
     assert (v3.topology, v3.num_devices, v3.num_hosts) == ("v3:4x4", 32, 4)
-    assert v3.peak_flops_per_device == 61.5e12 and v3.hbm_bytes_per_device == 16 * vc.GiB
-    assert vc.get_target("tpu-v4-16").topology == "v4:2x2x2"
-    assert vc.get_target("tpu-v5e-16").topology == "v5e:4x4"
-    assert vc._torus_shape(64, 3) == (4, 4, 4) and vc._torus_shape(16, 3) == (2, 2, 4)
+    assert v3.peak_flops_per_device == 61.5e12 and v3.hbm_bytes_per_device == 16 * targets.GiB
+    assert targets.get_target("tpu-v4-16").topology == "v4:2x2x2"
+    assert targets.get_target("tpu-v5e-16").topology == "v5e:4x4"
+    assert targets.torus_shape(64, 3) == (4, 4, 4) and targets.torus_shape(16, 3) == (2, 2, 4)
+    h100 = targets.get_target("h100x16@2")
+    assert (h100.num_devices, h100.num_hosts, h100.topology) == (16, 2, "1x2x8")
+    assert h100.hbm_bytes_per_device == 84929347584  # compile_targets/h100.txtpb
     with pytest.raises(ValueError, match="Unknown target"):
-        vc.get_target("tpu-v9-8")
+        targets.get_target("tpu-v9-8")
 
 
 @pytest.mark.parametrize("target", TPU_TARGETS)
@@ -104,14 +155,14 @@ def test_tensor_parallel_rules_compile(reports):
 
 def test_auto_attention_resolves_from_the_mesh(reports):
     """A TPU mesh in a CPU process takes XLA's attention, never the CPU kernel."""
-    target = vc.get_target("tpu-v3:4x4")
+    target = targets.get_target("tpu-v3:4x4")
     mesh = sharding.make_mesh((("data", -1),), target.devices)
-    fn, why = attention.resolve("auto", mesh, jnp.float32)
-    assert fn is attention.dot_product_attention and "tpu" in why
+    fn, why = backends.choose_attention("auto", mesh, jnp.float32)
+    assert fn is dot_product_attention and "tpu" in why
     report = reports("tpu-v3:4x4", "dp")
     assert not any("cpu" in call for call in report["custom_calls"]), report["custom_calls"]
     with pytest.raises(ValueError, match="one CPU device"):
-        attention.resolve("cpu", mesh, jnp.float32)
+        backends.choose_attention("cpu", mesh, jnp.float32)
 
 
 def test_out_of_memory_is_a_report():
@@ -152,7 +203,7 @@ def test_collectives_parse_hlo_text():
             "  ROOT %all-reduce = (f32[10]{0}, s32[]) all-reduce(f32[10]{0} %a, s32[] %b)",
         ]
     )
-    found = vc.collectives(text)
+    found = aot.collectives(text)
     assert found["all-gather"] == {"count": 2, "bytes": 8 * 128 * 4 + 32 * 2}
     assert found["all-reduce"] == {"count": 1, "bytes": 44}
     assert json.dumps(found)

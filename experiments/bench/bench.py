@@ -7,7 +7,7 @@ For every configuration (the product of the comma-separated lists) it prints
 and appends to a JSON-lines file:
 
   images/s         of the jitted forward (`train=False`) or of the project's real
-                   train step (vit_jax.train.make_train_step, jitted with the
+                   train step (vit_jax.step.build_trainer's, jitted with the
                    trainer's shardings and state donation);
   TFLOP/s          XLA's cost analysis of the lowered step ÷ its time;
   MFU              model FLOPs (forward; 3 × forward for a train step, App. Table 6)
@@ -16,7 +16,8 @@ and appends to a JSON-lines file:
                    timed round, so that it sees the same load; on GPU/TPU the
                    chip's spec sheet. The XLA FLOP rate's share is printed too;
   memory           XLA's memory analysis of the compiled step, per device
-                   (arguments + outputs + temporaries − donated buffers);
+                   (arguments + outputs − donated + temporaries + code, counted
+                   as the compiler report counts it: vit_jax.aot.device_memory);
   compile time     lowering + XLA compilation, seconds.
 
 `--compare=timm` builds timm's VisionTransformer with the same architecture
@@ -51,9 +52,13 @@ import ml_collections
 import numpy as np
 
 from experiments.bench import host_memory, official_vit, xla_flags
-from vit_jax import sharding
+from vit_jax import aot, sharding
+from vit_jax.config import check_config, default_config
 from vit_jax.errors import cli
-from vit_jax.models import attention, costs, get_model, model_kwargs
+from vit_jax.kernels import backends
+from vit_jax.models import costs, get_model, model_kwargs
+from vit_jax.objectives import OBJECTIVES
+from vit_jax.step import build_trainer
 
 MODES = ("forward", "train")
 PEERS = ("timm", "official")  # What --compare can time beside ours.
@@ -178,19 +183,8 @@ class CompiledStep:
     run: Callable[[int], None]
     compile_seconds: float
     xla_flops: float  # Of the lowered (global, unpartitioned) step.
-    memory_bytes: int | None  # Per device, from XLA's memory analysis.
-    memory: dict
+    memory: dict | None  # Per device: vit_jax.aot.device_memory (None: no analysis).
     compiled: object = None  # jax.stages.Compiled, for its HLO (profile_step.py).
-
-
-def _memory(compiled) -> tuple[int | None, dict]:
-    analysis = compiled.memory_analysis()
-    if analysis is None:  # Some backends do not implement it.
-        return None, {}
-    fields = ("argument", "output", "temp", "alias", "generated_code")
-    sizes = {f: int(getattr(analysis, f"{f}_size_in_bytes", 0)) for f in fields}
-    peak = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
-    return peak, sizes
 
 
 def _compile(jitted, *abstract_args):
@@ -200,31 +194,15 @@ def _compile(jitted, *abstract_args):
     return compiled, lowered, time.perf_counter() - start
 
 
-def _abstract(tree, shardings):
-    return jax.tree.map(
-        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), tree, shardings
-    )
-
-
 def _random_images(setting: Setting, data_sharding) -> jax.Array:
     shape = (setting.batch, setting.resolution, setting.resolution, 3)
     images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
     return jax.device_put(images, data_sharding)
 
 
-def _train_module():
-    """vit_jax.train, imported late: it brings in TensorFlow (through clu), whose
-    LLVM symbols crash triton (imported by timm's torchvision) in the same
-    process, and the timm worker runs this module without it."""
-    from vit_jax import train
-
-    return train
-
-
 def train_config(setting: Setting, args) -> ml_collections.ConfigDict:
     """The trainer's own config for this setting (Adam, clipping, cosine)."""
-    train = _train_module()
-    config = train.default_config()
+    config = default_config()
     config.model_name = setting.model
     config.batch_size = setting.batch
     config.image_size = setting.resolution
@@ -234,7 +212,7 @@ def train_config(setting: Setting, args) -> ml_collections.ConfigDict:
     config.attention = args.attention
     if args.remat:
         config.model.remat = True
-    train.check_config(config)
+    check_config(config)
     return config
 
 
@@ -243,10 +221,10 @@ def build_forward(setting: Setting, args, mesh, model=None) -> CompiledStep:
     `model` replaces ours (the official-formulation baseline)."""
     if model is None:
         dtype = DTYPES[setting.dtype]
-        attention_fn, _ = attention.resolve(args.attention, mesh, dtype)  # As the trainer does.
+        attention_fn, _ = backends.choose_attention(args.attention, mesh, dtype)  # As the trainer.
         model = get_model(setting.model, args.num_classes, dtype=dtype, attention_fn=attention_fn)
     abstract_params = costs.abstract_params(model, setting.resolution)
-    rules = _train_module().default_config().sharding_rules
+    rules = default_config().sharding_rules
     param_shardings = sharding.tree_shardings(abstract_params, mesh, rules)
     data_sharding = sharding.batch_sharding(mesh)
     forward = jax.jit(
@@ -257,11 +235,11 @@ def build_forward(setting: Setting, args, mesh, model=None) -> CompiledStep:
     image_shape = (setting.batch, setting.resolution, setting.resolution, 3)
     images_abstract = jax.ShapeDtypeStruct(image_shape, jnp.float32, sharding=data_sharding)
     compiled, lowered, seconds = _compile(
-        forward, _abstract(abstract_params, param_shardings), images_abstract
+        forward, aot.abstract_arrays(abstract_params, param_shardings), images_abstract
     )
-    peak, sizes = _memory(compiled)
+    memory = aot.device_memory(compiled)
     if args.compile_only:
-        return CompiledStep(None, seconds, costs.lowered_flops(lowered), peak, sizes)
+        return CompiledStep(None, seconds, costs.lowered_flops(lowered), memory)
     params = jax.jit(
         lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape[1:])))["params"],
         out_shardings=param_shardings,
@@ -273,7 +251,7 @@ def build_forward(setting: Setting, args, mesh, model=None) -> CompiledStep:
             out = compiled(params, images)
         out.block_until_ready()
 
-    return CompiledStep(run, seconds, costs.lowered_flops(lowered), peak, sizes, compiled)
+    return CompiledStep(run, seconds, costs.lowered_flops(lowered), memory, compiled)
 
 
 def build_train(setting: Setting, args, mesh, model=None) -> CompiledStep:
@@ -281,20 +259,19 @@ def build_train(setting: Setting, args, mesh, model=None) -> CompiledStep:
     `model` replaces ours (the official-formulation baseline)."""
     config = train_config(setting, args)
     image_shape = (setting.resolution, setting.resolution, 3)
-    trainer = _train_module().build_trainer(config, args.num_classes, image_shape, mesh, model)
+    trainer = build_trainer(config, args.num_classes, image_shape, mesh, model)
     data_sharding = sharding.batch_sharding(mesh)
-    batch_abstract = {
-        "image": jax.ShapeDtypeStruct((setting.batch, *image_shape), jnp.float32),
-        "labels": jax.ShapeDtypeStruct((setting.batch, args.num_classes), jnp.float32),
-    }
+    batch_abstract = OBJECTIVES[config.objective].abstract_batch(
+        setting.batch, image_shape, args.num_classes, data_sharding
+    )
     compiled, lowered, seconds = _compile(
         trainer.train_step,
-        _abstract(trainer.abstract_state, trainer.state_shardings),
+        trainer.abstract_sharded_state(),
         batch_abstract,
     )
-    peak, sizes = _memory(compiled)
+    memory = aot.device_memory(compiled)
     if args.compile_only:
-        return CompiledStep(None, seconds, costs.lowered_flops(lowered), peak, sizes)
+        return CompiledStep(None, seconds, costs.lowered_flops(lowered), memory)
     holder = {"state": trainer.init_state(config.seed)}
     labels = np.eye(args.num_classes, dtype=np.float32)[np.arange(setting.batch) % args.num_classes]
     batch = {
@@ -309,7 +286,7 @@ def build_train(setting: Setting, args, mesh, model=None) -> CompiledStep:
         jax.block_until_ready((state, metrics))
         holder["state"] = state
 
-    return CompiledStep(run, seconds, costs.lowered_flops(lowered), peak, sizes, compiled)
+    return CompiledStep(run, seconds, costs.lowered_flops(lowered), memory, compiled)
 
 
 # ---------------------------------------------------------------- timm's steps
@@ -501,12 +478,14 @@ def benchmark(setting: Setting, args, mesh, peak: dict | None, worker=None) -> d
         "mesh": args.mesh,
         "remat": args.remat,
         "attention": args.attention,
-        "attention_resolved": attention.resolve(args.attention, mesh, DTYPES[setting.dtype])[1],
+        "attention_resolved": backends.choose_attention(
+            args.attention, mesh, DTYPES[setting.dtype]
+        )[1],
         "params": num_params,
         "compile_s": ours.compile_seconds,
         "xla_flops_per_step": ours.xla_flops,
         "model_flops_per_step": model_flops,
-        "memory_bytes_per_device": ours.memory_bytes,
+        "memory_bytes_per_device": ours.memory["total_bytes"] if ours.memory else None,
         "memory_breakdown": ours.memory,
     }
     if args.compile_only:
@@ -717,10 +696,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--remat", action="store_true", help="rematerialise encoder blocks")
     parser.add_argument(
         "--attention",
-        choices=attention.BACKENDS,
+        choices=backends.ATTENTION_BACKENDS,
         default="auto",
-        help="config.attention: auto (cuDNN's fused kernel for 16-bit on GPU, the built CPU "
-        "kernel for float32 on one CPU device, else XLA's), xla, cudnn, cpu",
+        help="config.attention: auto (cuDNN's fused kernel for 16-bit on GPU, else XLA's), "
+        "xla, cudnn, cpu (the optional fused kernel, one CPU device)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median is kept)")
     parser.add_argument("--iters", type=int, default=2, help="steps per round and runner")
