@@ -226,7 +226,7 @@ def build_trainer(
         # FSDP: the head's input stays split by batch (see batch_constraint).
         model = make_model(config, num_classes, attention_fn, sharding.batch_constraint(mesh))
     else:
-        attention_why = f"the given {type(model).__name__}'s own"
+        attention_why = f"set by the given {type(model).__name__}"
     # Abstract init: shapes only, so nothing big materialises on one device.
     abstract_params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0), image_shape))
     tx, schedule = optim.make_optimizer(config, abstract_params, total_steps)
