@@ -25,7 +25,7 @@ import optax
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vit_jax import optim, sharding
+from vit_jax import aot, optim, sharding
 from vit_jax.errors import UserError
 from vit_jax.kernels.backends import choose_attention
 from vit_jax.models import model_options
@@ -197,11 +197,7 @@ class Trainer:
     def abstract_sharded_state(self) -> TrainState:
         """The state's shapes with their shardings: what a checkpoint restores
         into and what a step is lowered on without data."""
-        return jax.tree.map(
-            lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-            self.abstract_state,
-            self.state_shardings,
-        )
+        return aot.abstract_arrays(self.abstract_state, self.state_shardings)
 
 
 def build_trainer(
