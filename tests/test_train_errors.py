@@ -35,6 +35,9 @@ def _testing_config(**overrides):
         (dict(loss="hinge"), "loss='hinge' is unknown"),
         (dict(batch_size=12), "batch_size=12 is not divisible by the 8"),
         (dict(batch_size=16, accum_steps=3), "divisible by accum_steps=3"),
+        # The test data is opened with the training data: a bad pp_eval stops the
+        # run before training, not after it.
+        (dict(pp_eval="value_range(-1,1)|no_such_op"), "Unknown preprocessing op 'no_such_op'"),
     ],
 )
 def test_bad_config_value_is_named(tmp_path, overrides, message):
