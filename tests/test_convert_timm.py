@@ -15,18 +15,6 @@ from vit_jax.errors import CheckpointError
 from vit_jax.models import get_model
 
 
-@pytest.fixture(scope="module")
-def vit():
-    model = get_model("testing", num_classes=10)
-    return model, random_params(model, 32)
-
-
-@pytest.fixture(scope="module")
-def hybrid():
-    model = get_model("testing-hybrid", num_classes=10)
-    return model, random_params(model, 16)
-
-
 def timm_keys(num_blocks, *, class_token, pre_logits):
     keys = {"patch_embed.proj.weight", "patch_embed.proj.bias", "pos_embed"}
     keys |= {"norm.weight", "norm.bias", "head.weight", "head.bias"}
@@ -129,8 +117,8 @@ def test_timm_import_takes_num_heads_from_argument_model_name_or_metadata(tmp_pa
         timm.import_timm(bare, model_name="testing-hybrid")
 
 
-def test_timm_import_refuses_keys_it_cannot_place_and_names_missing_ones(vit):
-    _, params = vit
+def test_timm_import_refuses_keys_it_cannot_place_and_names_missing_ones():
+    params = random_params(get_model("testing", num_classes=10), 32)
     state = timm.to_timm_state_dict(params)
     with pytest.raises(CheckpointError, match=r"blocks\.0\.ls1\.gamma"):
         timm.from_timm_state_dict({**state, "blocks.0.ls1.gamma": np.ones(16)}, 2)
@@ -139,8 +127,8 @@ def test_timm_import_refuses_keys_it_cannot_place_and_names_missing_ones(vit):
         timm.from_timm_state_dict(incomplete, 2)
 
 
-def test_timm_export_refuses_models_timm_vits_cannot_hold(tmp_path, hybrid):
-    _, params = hybrid
+def test_timm_export_refuses_models_timm_vits_cannot_hold(tmp_path):
+    params = random_params(get_model("testing-hybrid", num_classes=10), 16)
     with pytest.raises(CheckpointError, match="not supported for hybrid"):
         timm.export_timm(params, tmp_path / "hybrid.safetensors")
     learn_2d = random_params(get_model("testing", num_classes=10, posemb="learn_2d"), 32)
