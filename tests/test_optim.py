@@ -154,3 +154,66 @@ def test_four_micro_batches_of_8_equal_one_batch_of_32():
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), up_acc, up_full
     )
+
+
+def test_bfloat16_first_moment_keeps_float32_second_moment_and_weights():
+    # big_vision's mu_dtype='bfloat16': only μ is stored in bfloat16; ν, the
+    # weights and the update stay float32. |μ̂/√ν̂| ≲ 1, so each of the three
+    # steps' bfloat16 roundings of μ (2^-8 relative) moves an update by at
+    # most ~lr·2^-8: the updates agree with float32 Adam's to lr·2^-7.
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(64,)), jnp.float32)}
+    grads = [{"w": jnp.asarray(rng.normal(size=(64,)) + step, jnp.float32)} for step in range(3)]
+    lr, results = 0.01, {}
+    for mu_dtype in ("float32", "bfloat16"):
+        config = _config(lr=lr, total_steps=10, lr_decay="constant", adam_mu_dtype=mu_dtype)
+        tx, _ = optim.make_optimizer(config, params, config.total_steps)
+        state, p = tx.init(params), params
+        for g in grads:
+            update, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, update)
+        adam = state[1]  # Clipping, then Adam.
+        assert adam.mu["w"].dtype == jnp.dtype(mu_dtype)
+        assert adam.nu["w"].dtype == jnp.float32
+        assert update["w"].dtype == p["w"].dtype == jnp.float32
+        results[mu_dtype] = (update["w"], p["w"])
+    (update_bf16, p_bf16), (update_f32, p_f32) = results["bfloat16"], results["float32"]
+    assert not np.array_equal(update_bf16, update_f32)  # μ really is rounded.
+    np.testing.assert_allclose(update_bf16, update_f32, rtol=0, atol=lr * 2**-7)
+    np.testing.assert_allclose(p_bf16, p_f32, rtol=0, atol=3 * lr * 2**-7)
+
+
+def test_unknown_first_moment_dtype_is_named():
+    with pytest.raises(ValueError, match="adam_mu_dtype='float16'.*'bfloat16'"):
+        optim.make_optimizer(_config(adam_mu_dtype="float16"), {"w": jnp.ones(1)}, 100)
+
+
+def _params_after_one_trainer_step(accum_steps: int):
+    """The trainer's own jitted step (vit_jax.step), one update on a batch of 16."""
+    from vit_jax import sharding
+    from vit_jax.step import build_trainer
+
+    config = _config(
+        model_name="testing", total_steps=10, warmup_steps=0, weight_decay=0.1, batch_size=16,
+        accum_steps=accum_steps, lr_decay="constant",
+    )  # fmt: skip
+    mesh = sharding.make_mesh([("data", 1), ("fsdp", 1)], jax.devices()[:1])
+    trainer = build_trainer(config, 10, (8, 8, 1), mesh)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.uniform(-1, 1, (16, 8, 8, 1)).astype(np.float32),
+        "labels": np.eye(10, dtype=np.float32)[rng.integers(0, 10, 16)],
+    }
+    state, metrics = trainer.train_step(trainer.init_state(0), batch)
+    return jax.device_get(state.params), float(metrics["train/loss"])
+
+
+def test_trainer_step_with_accumulation_equals_the_step_without():
+    # Four micro-batches of 4 and one batch of 16 give the same parameters
+    # after one update of the trainer's step (Adam, weight decay, clipping).
+    params_whole, loss_whole = _params_after_one_trainer_step(1)
+    params_accum, loss_accum = _params_after_one_trainer_step(4)
+    np.testing.assert_allclose(loss_accum, loss_whole, rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6), params_accum, params_whole
+    )

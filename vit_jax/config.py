@@ -67,6 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.b1 = 0.9
     c.b2 = 0.999
     c.adam_eps = 1e-8
+    c.adam_mu_dtype = "float32"  # | 'bfloat16': Adam's first moment (ν and weights stay float32).
     c.momentum = 0.9  # SGD only; 0 disables.
     c.weight_decay = 0.0
     c.wd_mults = ((r".*/kernel$", 1.0),)  # (regex, multiplier): which params decay.
@@ -133,6 +134,7 @@ def check_config(config) -> None:
         raise UserError(
             f"optimizer={config.optimizer!r} is unknown; choose one of {optim.OPTIMIZERS}."
         )
+    optim.check_adam_mu_dtype(config.adam_mu_dtype)
     if config.lr_decay not in optim.LR_DECAYS:
         raise UserError(
             f"lr_decay={config.lr_decay!r} is unknown; choose one of {optim.LR_DECAYS}."

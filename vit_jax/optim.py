@@ -30,6 +30,10 @@ from vit_jax.errors import UserError
 
 OPTIMIZERS = ("adam", "sgd")
 LR_DECAYS = ("cosine", "linear", "constant")
+# Adam's first moment may be kept in bfloat16 (big_vision's ViT configs:
+# optax's mu_dtype='bfloat16'): a quarter of the state per parameter less;
+# the second moment, whose square root divides the update, stays float32.
+ADAM_MU_DTYPES = ("float32", "bfloat16")
 
 
 def learning_rate_schedule(
@@ -103,6 +107,11 @@ def _add_decayed_weights(weight_decay: float, multipliers) -> optax.GradientTran
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
+def check_adam_mu_dtype(mu_dtype: str) -> None:
+    if mu_dtype not in ADAM_MU_DTYPES:
+        raise UserError(f"adam_mu_dtype={mu_dtype!r} is unknown; choose one of {ADAM_MU_DTYPES}.")
+
+
 def make_optimizer(
     config, params, total_steps: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -118,7 +127,12 @@ def make_optimizer(
     if config.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
     if config.optimizer == "adam":
-        parts.append(optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.adam_eps))
+        check_adam_mu_dtype(config.adam_mu_dtype)
+        parts.append(
+            optax.scale_by_adam(
+                b1=config.b1, b2=config.b2, eps=config.adam_eps, mu_dtype=config.adam_mu_dtype
+            )
+        )
     elif config.momentum:
         parts.append(optax.trace(decay=config.momentum, nesterov=False))
     if config.weight_decay:
