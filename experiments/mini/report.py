@@ -1,10 +1,10 @@
-"""What a study writes: per-seed records → mean ± std rows → JSON, a markdown
-table and PNG plots, stamped with the command, seeds and git revision."""
+"""What a study writes: per-seed records → mean ± sample-std rows → JSON, a
+markdown table and PNG plots, stamped with the command, seeds, git revision,
+the claim the study tests and the verdict its rule printed."""
 
 import dataclasses
 import json
 import os
-import subprocess
 import textwrap
 import time
 
@@ -15,22 +15,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from experiments.mini import evidence  # noqa: E402
+
+STD_LABEL = "mean ± sample std (ddof=1) over seeds"
+
 
 @dataclasses.dataclass
 class StudyResult:
-    """`records`: one dict per run (seed); `summary`: mean ± std per group;
-    `table`: markdown; `plots`: PNG paths; `notes`: what the numbers mean."""
+    """`records`: one dict per run (seed); `summary`: mean ± sample std per
+    group; `table`: markdown; `plots`: PNG paths; `notes`: what the numbers
+    mean and what they cannot show; `verdict`: what the study's rule printed."""
 
     records: list[dict]
     summary: list[dict]
     table: str
     plots: list[str]
     notes: str = ""
+    verdict: evidence.Verdict | None = None
 
 
 def summarise(records: list[dict], group_keys: tuple[str, ...], metrics: tuple[str, ...]):
     """Groups records by `group_keys` (first-seen order) and gives each metric's
-    mean, standard deviation (population, as numpy) and count over the group."""
+    mean, sample standard deviation (ddof=1; None for one value) and count."""
     groups: dict[tuple, list[dict]] = {}
     for record in records:
         groups.setdefault(tuple(record[k] for k in group_keys), []).append(record)
@@ -42,7 +48,7 @@ def summarise(records: list[dict], group_keys: tuple[str, ...], metrics: tuple[s
             if values:
                 row[metric] = {
                     "mean": float(np.mean(values)),
-                    "std": float(np.std(values)),
+                    "sample_std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
                     "n": len(values),
                 }
         summary.append(row)
@@ -50,27 +56,32 @@ def summarise(records: list[dict], group_keys: tuple[str, ...], metrics: tuple[s
 
 
 def cell(value, percent: bool = True) -> str:
-    """A table cell: 'mean ± std' (× 100 for accuracies), or the value itself."""
+    """A table cell: 'mean ± sample std' (× 100 for accuracies), or the value itself."""
     if isinstance(value, dict):
         scale = 100.0 if percent else 1.0
         text = f"{scale * value['mean']:.2f}"
-        return text + (f" ± {scale * value['std']:.2f}" if value["n"] > 1 else "")
+        std = value.get("sample_std")
+        return text + (f" ± {scale * std:.2f}" if std is not None else "")
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
 
 
 def markdown_table(summary: list[dict], columns: dict[str, str], percent=()) -> str:
-    """`columns`: key → header. Keys listed in `percent` are shown in %."""
+    """`columns`: key → header. Keys listed in `percent` are shown in %; cells
+    holding a summary are its mean ± sample std, and the line above the table
+    says so with the number of seeds."""
+    counts = sorted({v["n"] for row in summary for v in row.values() if isinstance(v, dict)})
+    caption = f"{STD_LABEL}, n={'/'.join(map(str, counts))}\n\n" if counts else ""
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
     for row in summary:
         cells = [cell(row.get(k, "—"), percent=k in percent) for k in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return caption + "\n".join(lines)
 
 
 def line_plot(path, summary, *, x: str, y: str, series: str, xlabel: str, ylabel: str, logx=True):
-    """One line per `series` value: mean of `y` against `x`, std as error bars."""
+    """One line per `series` value: mean of `y` against `x`, sample std as error bars."""
     figure, axes = plt.subplots(figsize=(5, 3.6))
     for name in dict.fromkeys(row[series] for row in summary):
         rows = sorted((r for r in summary if r[series] == name and y in r), key=lambda r: r[x])
@@ -78,7 +89,7 @@ def line_plot(path, summary, *, x: str, y: str, series: str, xlabel: str, ylabel
         axes.errorbar(
             xs,
             [100 * r[y]["mean"] for r in rows],
-            yerr=[100 * r[y]["std"] for r in rows],
+            yerr=[100 * (r[y]["sample_std"] or 0.0) for r in rows],
             marker="o",
             capsize=3,
             label=str(name),
@@ -126,7 +137,7 @@ def bar_plot(path, summary, *, category: str, metrics: dict[str, str], ylabel: s
     width = 0.8 / len(metrics)
     for i, (metric, legend) in enumerate(metrics.items()):
         means = [100 * r[metric]["mean"] if metric in r else np.nan for r in summary]
-        stds = [100 * r[metric]["std"] if metric in r else 0.0 for r in summary]
+        stds = [100 * (r[metric]["sample_std"] or 0.0) if metric in r else 0.0 for r in summary]
         axes.bar(positions + i * width, means, width, yerr=stds, capsize=3, label=legend)
     axes.set_xticks(positions + width * (len(metrics) - 1) / 2)
     # Long variant names ("fine-tuned from Fashion-MNIST") wrap instead of overlapping.
@@ -164,26 +175,10 @@ def _save(figure, path: str) -> str:
     return path
 
 
-def git_revision() -> str:
-    """HEAD's hash, with '+dirty' when tracked code (vit_jax/, configs/,
-    experiments/mini/) differs from it: the results would not come from that
-    commit alone."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-    def git(*args):
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    revision = git("rev-parse", "HEAD") or "unknown"
-    code = ("vit_jax", "configs", "experiments/mini")  # Not README or results edits.
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *code)
-    return revision + ("+dirty" if dirty else "")
-
-
 def write(
     out_dir: str,
     study: str,
+    module,
     result: StudyResult,
     *,
     command: str,
@@ -191,32 +186,52 @@ def write(
     seconds: float,
     revision: str,
 ):
-    """STUDY.json (everything) and STUDY.md (the table and how it was made);
-    `revision` is git_revision() when the study started (it may span commits)."""
+    """STUDY.json (everything, the claim and the verdict included) and STUDY.md
+    (the claim, the verdict, the table and how it was made). `module` is the
+    study's (TITLE, CLAIM, COST); `revision` is provenance.code_revision() when
+    the study started."""
     os.makedirs(out_dir, exist_ok=True)
     meta = {
         "study": study,
+        "title": module.TITLE,
         "command": command,
         "seeds": list(setting.seeds),
         "toy": setting.toy,
         "git_revision": revision,
         "wall_seconds": round(seconds, 1),
+        "cost_estimate": module.COST,
         # Training runs: planned, done, and of those reused from earlier invocations.
         "runs": {k: getattr(setting.progress, k) for k in ("planned", "done", "reused")},
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    claim = module.CLAIM.to_json()
+    verdict = result.verdict.to_json()
     json_path = os.path.join(out_dir, f"{study}.json")
     with open(json_path, "w") as f:
         json.dump(
-            {**meta, "notes": result.notes, "summary": result.summary, "records": result.records},
+            {
+                **meta,
+                "claim": claim,
+                "verdict": verdict,
+                "table": result.table,
+                "notes": result.notes,
+                "plots": [os.path.relpath(p, out_dir) for p in result.plots],
+                "summary": result.summary,
+                "records": result.records,
+            },
             f,
             indent=1,
         )
     plots = "\n".join(
         f"![{os.path.basename(p)}]({os.path.relpath(p, out_dir)})" for p in result.plots
     )
+    findings = "\n".join(f"- {line}" for line in verdict["findings"])
     markdown = (
-        f"# {study}\n\n{result.table}\n\n{result.notes}\n\n{plots}\n\n"
+        f"# {module.TITLE}\n\n"
+        f'Claim ({claim["source"]}): "{claim["quote"]}"\n\n'
+        f"Compared here: {claim['comparison']}\n\nRule: {claim['rule']}\n\n"
+        f"**Verdict: {verdict['verdict']}**\n\n{findings}\n\n"
+        f"{result.table}\n\n{result.notes}\n\n{plots}\n\n"
         f"Command: `{command}` · seeds {meta['seeds']} · revision `{meta['git_revision']}` · "
         f"{meta['wall_seconds'] / 60:.1f} min wall{' · TOY SIZE' if setting.toy else ''}\n"
     )

@@ -17,9 +17,9 @@ import jax
 import ml_collections
 
 from experiments.mini.models import MiniModel, shrink
+from experiments.vtab import accuracy_on_test_split
 from vit_jax.config import default_config
 from vit_jax.evaluate import fewshot
-from vit_jax.evaluate.vtab import test_accuracy
 from vit_jax.train import train_and_evaluate
 from vit_jax.train_state import Checkpoints
 
@@ -218,7 +218,7 @@ def accuracy(trained: Trained, split: str | None = None) -> float:
     if split is not None:
         config = config.copy_and_resolve_references()
         config.test_split = split
-    return float(test_accuracy(config, trained.params))
+    return float(accuracy_on_test_split(config, trained.params))
 
 
 def fewshot_accuracy(setting: Setting, trained: Trained, dataset: str, shots: int = 5) -> float:
