@@ -87,6 +87,19 @@ def hybrid(stem_units: tuple[int, ...], width: int, depth: int) -> MiniModel:
     )
 
 
+def baseline(**options) -> MiniModel:
+    """configs/fashion_mnist.py's ViT (6 blocks of width 64, MLP 128, 4 heads,
+    4×4 patches): the model whose from-scratch run on Fashion-MNIST is the
+    studies' trained baseline."""
+    from configs import fashion_mnist
+
+    config = fashion_mnist.get_config()
+    options = dict(posemb="learn_1d", classifier="token", **options)
+    model = dict(config.model)
+    label = f"ViT-{model['hidden_size']}x{model['num_layers']}/{model['patch_size'][0]}"
+    return MiniModel(label, "ViT", config.model_name, dict(model, **options))
+
+
 # The toy stand-ins (--toy): the smallest member of each family, same options.
 _TOY_VIT = dict(hidden_size=16, mlp_dim=32, num_heads=2, num_layers=1)
 

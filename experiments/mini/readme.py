@@ -121,7 +121,8 @@ def study_section(number: int, study: str, result: dict | None, link: str) -> st
             table, how = (
                 recomputed_table(result),
                 (
-                    "Mean ± sample std (ddof=1), recomputed from the per-seed records; n seeds per row."
+                    "Mean ± sample std (ddof=1), recomputed from the per-seed records; "
+                    "n seeds per row."
                 ),
             )
         else:
