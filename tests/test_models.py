@@ -8,7 +8,8 @@ import pytest
 import reference_numpy as ref
 from scipy.special import erf
 
-from vit_jax.models import MODEL_NAMES, get_model
+from vit_jax import checkpoint
+from vit_jax.models import MODEL_NAMES, get_model, layer_stack
 from vit_jax.models.costs import abstract_params, count_params, forward_flops
 from vit_jax.models.resnet import ResNetSpec, hybrid_stem
 from vit_jax.models.vit import exact_gelu
@@ -223,21 +224,79 @@ def test_bfloat16_compute_keeps_float32_parameters():
     np.testing.assert_allclose(bf16, f32, atol=5e-2)
 
 
-def test_remat_changes_memory_not_results():
+@pytest.mark.parametrize("options", [
+    dict(remat=True),
+    dict(remat=True, remat_policy="dots"),
+    dict(remat=True, remat_policy="dots_no_batch"),
+    dict(scan=True),
+    dict(scan=True, remat=True, remat_policy="dots_no_batch"),
+], ids=["remat", "remat-dots", "remat-dots-no-batch", "scan", "scan-remat"])  # fmt: skip
+def test_remat_and_scan_change_memory_not_results(options):
+    # The same loss and gradients as the plain model; the scanned model's
+    # gradients come stacked and are compared block by block.
     images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
     plain = get_model("testing", num_classes=3)
     params = _random_params(plain, images)
-    remat = get_model("testing", num_classes=3, remat=True)
+    other = get_model("testing", num_classes=3, **options)
+    other_params = layer_stack.stack_layers(params) if options.get("scan") else params
 
     def loss(model, p):
         return jnp.sum(model.apply({"params": p}, images, train=True) ** 2)
 
     loss_and_grads = lambda model: jax.jit(jax.value_and_grad(lambda p: loss(model, p)))  # noqa: E731
     loss_plain, grads_plain = loss_and_grads(plain)(params)
-    loss_remat, grads_remat = loss_and_grads(remat)(params)
-    np.testing.assert_allclose(loss_plain, loss_remat, rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(grads_plain), jax.tree.leaves(grads_remat), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # f32 fusion order differs.
+    loss_other, grads_other = loss_and_grads(other)(other_params)
+    if options.get("scan"):
+        grads_other = layer_stack.unstack_layers(grads_other)
+    np.testing.assert_allclose(loss_plain, loss_other, rtol=1e-6)
+    jax.tree.map(  # f32 fusion order differs.
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+        grads_plain,
+        grads_other,
+    )
+
+
+def test_scanned_model_loads_and_saves_the_published_layout(tmp_path):
+    """A scanned ViT keeps its blocks stacked on a leading layer axis; a
+    published-layout .npz (saved by the unrolled model, old block numbering)
+    loads into it, gives the unrolled model's logits, and saving it writes the
+    published layout back, byte for byte the same arrays."""
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+    unrolled = get_model("testing", num_classes=5, representation_size=8)
+    scanned = get_model("testing", num_classes=5, representation_size=8, scan=True)
+    params = _random_params(unrolled, images)
+    checkpoint.save_npz(tmp_path / "published.npz", params)
+    with np.load(tmp_path / "published.npz") as archive:
+        published = dict(archive)
+    assert "Transformer/encoderblock_1/MultiHeadDotProductAttention_1/query/kernel" in published
+
+    init = jax.jit(scanned.init)(jax.random.key(1), images)["params"]
+    assert init["Transformer"]["encoderblock"]["MlpBlock_0"]["Dense_0"]["kernel"].shape == (
+        2, 16, 32,
+    )  # fmt: skip
+    assert not any(k.startswith("encoderblock_") for k in init["Transformer"])
+    loaded = checkpoint.load_pretrained(tmp_path / "published.npz", init)
+    assert jax.tree.structure(loaded) == jax.tree.structure(init)
+    np.testing.assert_allclose(
+        scanned.apply({"params": loaded}, images),
+        unrolled.apply({"params": params}, images),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    checkpoint.save_npz(tmp_path / "from_scanned.npz", loaded)
+    with np.load(tmp_path / "from_scanned.npz") as archive:
+        assert sorted(archive.files) == sorted(published)
+        for key in published:
+            np.testing.assert_array_equal(archive[key], published[key])
+
+
+def test_scan_refuses_per_layer_position_embeddings():
+    images = jnp.ones((1, 16, 16, 3))
+    for options in (dict(posemb="relative"), dict(posemb="relative_bias"),
+                    dict(stochastic_depth=0.1)):  # fmt: skip
+        model = get_model("testing", num_classes=3, scan=True, **options)
+        with pytest.raises(ValueError, match="scan=True needs the same block in every layer"):
+            model.init(jax.random.key(0), images)
 
 
 def test_dropout_and_stochastic_depth_only_in_training():

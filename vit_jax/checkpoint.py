@@ -30,6 +30,7 @@ from flax import traverse_util
 
 from vit_jax.convert import augreg, huggingface
 from vit_jax.errors import CheckpointError
+from vit_jax.models import layer_stack
 
 Params = Mapping[str, Any]  # A nested dict of arrays, as model.init(...)['params'].
 FlatParams = dict[tuple[str, ...], np.ndarray]
@@ -147,10 +148,10 @@ def load_npz(path) -> dict:
 
 
 def save_npz(path, params: Params) -> None:
-    """Writes `params` (either layout) in the published layout, keys joined by
-    '/'. Local files are written to a temporary name and renamed, so a reader
+    """Writes `params` (either layout, scanned blocks unstacked) in the published
+    layout, keys joined by '/'. Local files are written to a temporary name and renamed, so a reader
     never sees half a file."""
-    flat = to_published_layout(flat_numpy(params))
+    flat = to_published_layout(layer_stack.unstack_flat(flat_numpy(params)))
     arrays = {"/".join(path): value for path, value in flat.items()}
     path = os.fspath(path)
     if "://" in path:
@@ -396,6 +397,7 @@ def load_pretrained(
         restored = to_model_layout(flat_numpy(_read_params(path, model_config)))
         source = os.fspath(path)
     init = traverse_util.flatten_dict(init_params)
+    restored = layer_stack.match_layout(restored, init)  # A scanned model's blocks stacked.
     _check_config_matches_init(model_config, init)
     replace_head = _head_needs_replacing(restored, init)
     problems: list[str] = []  # Every misfit is reported at once, not just the first.

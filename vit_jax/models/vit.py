@@ -7,6 +7,10 @@ its published .npz checkpoints load unchanged (see vit_jax.checkpoint):
   Transformer/encoderblock_{i}/{LayerNorm_0, MultiHeadDotProductAttention_0,
   LayerNorm_1, MlpBlock_0}, Transformer/encoder_norm, pre_logits, head.
 
+With scan=True the blocks are one tree, Transformer/encoderblock/..., stacked
+on a leading layer axis (vit_jax.models.layer_stack converts; the checkpoint
+functions do it at their boundary).
+
 Two collections can be made mutable in `apply` for analysis:
   'attention':     per block, the (B, heads, T, T) attention probabilities;
   'intermediates': the pre-logits representation, for linear probes.
@@ -37,6 +41,26 @@ CLASSIFIERS = ("token", "gap")
 # "tanh": flax's nn.gelu default, which the official MlpBlock calls: the
 # published checkpoints were trained with it. "exact": x·Φ(x), timm's.
 GELU_FORMS = ("tanh", "exact")
+
+# What a rematerialised block keeps from its forward pass for the backward
+# (`remat_policy`, with remat=True): "full" keeps only the block's input and
+# recomputes everything; "dots" keeps every matmul output (flax's Dense layers
+# and the attention's q·kᵀ and p·v) and recomputes the element-wise work;
+# "dots_no_batch" keeps the Dense outputs but recomputes the attention matrices,
+# whose (batch, heads, T, T) size is what remat mostly saves.
+REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+# Scanning over the blocks (scan=True) needs one block definition for all
+# layers: these position embeddings give each layer its own parameters
+# inside its attention (App. D.4), which the scanned block has no place for.
+UNSCANNABLE_POSEMBS = ("relative", "relative_bias")
+# The scanned blocks' parameters: one tree under this name with the layers
+# stacked on a leading axis (vit_jax.models.layer_stack converts to and from
+# the published encoderblock_{i} layout).
+SCANNED_BLOCKS = "encoderblock"
 
 xavier_uniform = nn.initializers.xavier_uniform()
 tiny_normal = nn.initializers.normal(stddev=1e-6)  # Official bias init of the MLP.
@@ -117,8 +141,20 @@ class Encoder1DBlock(nn.Module):
         return x + drop_path(y)
 
 
+class ScannedEncoder1DBlock(Encoder1DBlock):
+    """The block as nn.scan's step: (carry, per-layer input) → (carry, output)."""
+
+    def __call__(self, x, deterministic: bool):
+        return super().__call__(x, deterministic), None
+
+
 class Encoder(nn.Module):
-    """Position embeddings, dropout, L encoder blocks and the final LayerNorm."""
+    """Position embeddings, dropout, L encoder blocks and the final LayerNorm.
+
+    `scan` runs the blocks as one lax.scan over parameters stacked on a
+    leading layer axis (Transformer/encoderblock/...): the same function, a
+    program L times smaller to compile; see vit_jax.models.layer_stack.
+    """
 
     num_layers: int
     mlp_dim: int
@@ -131,6 +167,8 @@ class Encoder(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     remat: bool = False
+    remat_policy: str = "full"  # One of REMAT_POLICIES; used when remat is True.
+    scan: bool = False
     gelu: str = "tanh"
     attention_fn: Callable = dot_product_attention
 
@@ -138,22 +176,55 @@ class Encoder(nn.Module):
     def __call__(self, x, *, train: bool):
         x = AddPositionEmbs(self.posemb, self.grid, self.has_class_token, name="posembed_input")(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-        # `deterministic` is a Python bool, static for remat (argument 2 incl. self).
-        block_cls = nn.remat(Encoder1DBlock, static_argnums=(2,)) if self.remat else Encoder1DBlock
-        for i in range(self.num_layers):
-            x = block_cls(
-                mlp_dim=self.mlp_dim,
-                num_heads=self.num_heads,
-                dtype=self.dtype,
-                dropout_rate=self.dropout_rate,
-                attention_dropout_rate=self.attention_dropout_rate,
-                # Linear in depth, as timm and big_vision do; 0 is the paper.
-                drop_path_rate=self.stochastic_depth * i / max(self.num_layers - 1, 1),
-                gelu=self.gelu,
-                attention_fn=self.layer_attention(i, x),
-                name=f"encoderblock_{i}",
-            )(x, not train)
+        block = dict(
+            mlp_dim=self.mlp_dim,
+            num_heads=self.num_heads,
+            dtype=self.dtype,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            gelu=self.gelu,
+        )
+        if self.scan:
+            x = self.scanned_blocks(block, x, train)
+        else:
+            block_cls = self.rematerialised(Encoder1DBlock)
+            for i in range(self.num_layers):
+                x = block_cls(
+                    **block,
+                    # Linear in depth, as timm and big_vision do; 0 is the paper.
+                    drop_path_rate=self.stochastic_depth * i / max(self.num_layers - 1, 1),
+                    attention_fn=self.layer_attention(i, x),
+                    name=f"encoderblock_{i}",
+                )(x, not train)
         return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
+
+    def rematerialised(self, block_cls):
+        """`block_cls` under remat with the chosen policy, or as it is."""
+        if not self.remat:
+            return block_cls
+        # `deterministic` is a Python bool, static for remat (argument 2 incl. self).
+        return nn.remat(block_cls, static_argnums=(2,), policy=REMAT_POLICIES[self.remat_policy])
+
+    def scanned_blocks(self, block: dict, x, train: bool):
+        """The L blocks as one nn.scan: one block's program, parameters and
+        dropout rngs split over a leading layer axis."""
+        if self.posemb in UNSCANNABLE_POSEMBS or self.stochastic_depth:
+            raise ValueError(
+                f"scan=True needs the same block in every layer; posemb={self.posemb!r} "
+                f"(relative positions of App. D.4 are per-layer parameters inside the "
+                f"attention) and stochastic_depth={self.stochastic_depth} (a per-layer "
+                "rate) are not: use a learned or no position embedding and no stochastic "
+                "depth, or scan=False."
+            )
+        blocks = nn.scan(
+            self.rematerialised(ScannedEncoder1DBlock),
+            variable_axes={"params": 0, "attention": 0, "intermediates": 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=nn.broadcast,
+            length=self.num_layers,
+        )
+        x, _ = blocks(**block, attention_fn=self.attention_fn, name=SCANNED_BLOCKS)(x, not train)
+        return x
 
     def layer_attention(self, layer: int, x) -> Callable:
         """Layer `layer`'s attention function: the back-end's, with the
@@ -194,7 +265,9 @@ class VisionTransformer(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: bool = False  # Recompute each block's forward in the backward pass.
+    remat_policy: str = "full"  # What remat keeps: one of REMAT_POLICIES.
+    scan: bool = False  # The blocks as one lax.scan (compiles once, not L times).
     head_bias_init: float = 0.0
     gelu: str = "tanh"  # One of GELU_FORMS.
     attention_fn: Callable = dot_product_attention  # See vit_jax.models.attention.
@@ -209,6 +282,10 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"gelu={self.gelu!r}; choose one of {GELU_FORMS}.")
         if self.posemb not in POSEMB_KINDS:
             raise ValueError(f"posemb={self.posemb!r}; choose one of {POSEMB_KINDS}.")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(
+                f"remat_policy={self.remat_policy!r}; choose one of {tuple(REMAT_POLICIES)}."
+            )
         if images.ndim != 4:
             raise ValueError(f"expected NHWC images, got shape {images.shape}.")
 
@@ -269,6 +346,8 @@ class VisionTransformer(nn.Module):
             attention_dropout_rate=self.attention_dropout_rate,
             stochastic_depth=self.stochastic_depth,
             remat=self.remat,
+            remat_policy=self.remat_policy,
+            scan=self.scan,
             gelu=self.gelu,
             attention_fn=self.attention_fn,
             name="Transformer",
