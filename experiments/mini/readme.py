@@ -11,6 +11,7 @@ verdict recorded) is shown as such: its numbers, with the sample std (ddof=1)
 recomputed from its per-seed records, and no verdict.
 """
 
+import importlib
 import json
 import os
 
@@ -51,14 +52,18 @@ def _verdict(result: dict | None) -> str:
     return result["verdict"]["verdict"]
 
 
+def study_claim(study: str) -> dict:
+    """The claim `study`'s module states, as its JSON records it."""
+    return importlib.import_module(f"experiments.mini.{study}").CLAIM.to_json()
+
+
 def summary_section(results: dict[str, dict | None], link: str) -> str:
     """README.md's table: one row per study, its claim's source and verdict."""
     lines = ["| study | the paper | verdict here (printed by the study's rule) |", "|---|---|---|"]
     for number, (study, result) in enumerate(results.items(), start=1):
-        if result is not None and "claim" in result:
-            paper = f"{result['claim']['source']}: {result['claim']['quote']}"
-        else:
-            paper = "see experiments/README.md"
+        # The claim the study's code states now (an earlier JSON recorded none).
+        claim = result["claim"] if result and "claim" in result else study_claim(study)
+        paper = f"{claim['source']}: “{claim['quote']}”"
         lines.append(f"| {number} [{study}]({link}/{study}.md) | {paper} | {_verdict(result)} |")
     return "\n".join(lines)
 
