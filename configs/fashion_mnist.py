@@ -41,8 +41,8 @@ def get_config(arg=None):
 
     config.dataset = "fashion_mnist"
     config.image_size = 28
-    config.pp_train = "pad(2)|random_crop(28)|flip_lr|value_range(-1,1)|onehot(10)"
-    config.pp_eval = "value_range(-1,1)|onehot(10)"
+    config.pp_train = "pad(2)|random_crop(28)|flip_lr|value_range(-1,1)|onehot"
+    config.pp_eval = "value_range(-1,1)|onehot"
     config.batch_size = 128
     config.eval_batch_size = 500
     config.total_epochs = 8.0  # 3,750 steps: what fits an hour on 2 shared CPU cores.

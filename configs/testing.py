@@ -11,8 +11,8 @@ def get_config(arg=None):
     del arg
     config = default_config()
     config.image_size = 8
-    config.pp_train = "value_range(-1,1)|onehot(10)"
-    config.pp_eval = "value_range(-1,1)|onehot(10)"
+    config.pp_train = "value_range(-1,1)|onehot"
+    config.pp_eval = "value_range(-1,1)|onehot"
     config.batch_size = 16
     config.total_steps = 6
     config.warmup_steps = 2

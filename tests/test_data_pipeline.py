@@ -117,9 +117,11 @@ def test_digits_eval_covers_the_test_split():
     assert masks.sum() == 360 and masks[:360].all() and not masks[360:].any()
 
 
-def test_label_outside_the_class_count_is_an_error_naming_it():
-    with pytest.raises(ValueError, match="outside the model's 5 classes"):
+def test_a_onehot_depth_other_than_the_class_count_is_an_error_naming_both():
+    with pytest.raises(ValueError, match=r"onehot\(5\), but digits has 10 classes"):
         _batches(n=1, preprocess="value_range(-1, 1)|onehot(5)")
+    (batch,) = _batches(n=1, preprocess="value_range(-1, 1)|onehot(smoothing=0.1)")
+    assert batch["labels"].shape[-1] == 10  # Left out: the dataset's count.
 
 
 def test_global_batch_must_divide_by_the_process_count():

@@ -259,14 +259,23 @@ class OpenedSplit:
 def open_split(name: str, split: str, *, preprocess: str, data_dir: str | None = None):
     """`name`/`split` opened for reading with the `preprocess` op string (see
     preprocess.py); `decode` is prepended when absent, and `onehot(num_classes)`
-    appended. Raises a UserError for an unknown or unprepared dataset, an
-    unknown split or a bad op string."""
+    appended; a `onehot` without a depth gets the dataset's class count.
+    Raises a UserError for an unknown or unprepared dataset, an unknown
+    split, a bad op string or a onehot depth other than the class count."""
     dataset = lookup(name, data_dir)
     info = dataset.info(name)
     if not pp.has_op(preprocess, "decode"):  # file and TFDS images arrive encoded
         preprocess = f"decode|{preprocess}"
     if not pp.has_op(preprocess, "onehot"):
-        preprocess = f"{preprocess}|onehot({info.num_classes})"
+        preprocess = f"{preprocess}|onehot"
+    for depth in pp.onehot_depths(preprocess):
+        if depth is not None and depth != info.num_classes:
+            raise UserError(
+                f"{preprocess!r} encodes labels as onehot({depth}), but {name} has "
+                f"{info.num_classes} classes: write onehot without a number to take the "
+                "dataset's count."
+            )
+    preprocess = pp.with_onehot_depth(preprocess, info.num_classes)
     with reraised_as_user_error():
         preprocess_fn = pp.build(preprocess)
     return OpenedSplit(name, split, dataset.open(split, data_dir), preprocess, preprocess_fn)

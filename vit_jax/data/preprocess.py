@@ -1,6 +1,10 @@
 """Preprocessing ops registered by name and composed from a string, as in big_vision.
 
     fn = build("decode|inception_crop(384)|flip_lr|value_range(-1, 1)|onehot(10)")
+
+A dataset's input pipeline (vit_jax.data.open_split) fills in a `onehot` left
+without a depth ("...|onehot" or "...|onehot(smoothing=0.1)") with the
+dataset's class count, so that a config works for any dataset.
     example = fn({"image": ..., "label": ..., "_seed": seed})
 
 Each op maps an example dict of tf tensors to a new one. Images enter as uint8 0..255
@@ -27,6 +31,7 @@ Ops:
   onehot(depth, smoothing=0.0)  'label' (int, or a list of ints for multi-label) ->
                             'labels' float32 one-/multi-hot; smoothing moves that much
                             mass uniformly over all classes. Errors on a label >= depth.
+                            Without depth: the dataset's class count (see above).
 """
 
 import ast
@@ -191,8 +196,14 @@ def value_range(vmin: float = -1, vmax: float = 1, in_min: float = 0, in_max: fl
 
 @register("onehot")
 def onehot(
-    depth: int, smoothing: float = 0.0, key: str = "label", key_result: str = "labels"
+    depth: int | None = None, smoothing: float = 0.0, key: str = "label", key_result: str = "labels"
 ) -> Op:
+    if depth is None:
+        raise UserError(
+            "onehot without a depth takes the dataset's class count, which only a dataset's "
+            "pipeline (vit_jax.data.open_split) knows: write onehot(num_classes) here."
+        )
+
     def op(example):
         label = tf.cast(example[key], tf.int64)
         checks = [
@@ -253,6 +264,28 @@ def build(spec: str) -> Op:
 
 def has_op(spec: str, name: str) -> bool:
     return any(_parse(p)[0] == name for p in filter(str.strip, spec.split("|")))
+
+
+def onehot_depths(spec: str) -> list[int | None]:
+    """The depth of each onehot op in `spec` (None where it is left out)."""
+    depths = []
+    for part in filter(str.strip, spec.split("|")):
+        name, args, kwargs = _parse(part)
+        if name == "onehot":
+            depths.append(args[0] if args else kwargs.get("depth"))
+    return depths
+
+
+def with_onehot_depth(spec: str, depth: int) -> str:
+    """`spec` with `depth` given to each onehot op that leaves it out."""
+    parts = []
+    for part in filter(str.strip, spec.split("|")):
+        name, args, kwargs = _parse(part)
+        if name == "onehot" and not args and "depth" not in kwargs:
+            options = "".join(f", {k}={v!r}" for k, v in kwargs.items())
+            part = f"onehot({depth}{options})"
+        parts.append(part)
+    return "|".join(parts)
 
 
 def without_op(spec: str, name: str) -> str:
