@@ -19,7 +19,12 @@ What it reports (printed, and as JSON with --out), per device:
               device's HBM; a program that does not fit is `fits: false` with
               the compiler's RESOURCE_EXHAUSTED numbers.
   flops       XLA's cost analysis of the partitioned step (remat recompute
-              included), beside the model FLOPs (3 × forward, App. Table 6's rule).
+              included), beside the model FLOPs (3 × forward, App. Table 6's rule)
+              and their ratio, checked (`flops_check`): XLA costs a while loop's
+              body once, so a step that accumulates gradients over k micro-batches
+              (a lax.scan) has its FLOPs and step time multiplied by k here (the
+              numbers XLA gave are kept under `cost_analysis_as_given`), and a
+              ratio far from 1 (4/3 under full remat) is reported as off.
   step time   TPU only: XLA's cost model (`optimal_seconds`), a lower bound and
               not a measurement; the MFU it implies is therefore an upper bound.
               GPU compiles give no cost model: their step times wait for a real
@@ -66,10 +71,14 @@ def _set_model_option(config, name: str, value) -> None:
 
 
 def apply_mesh_options(config, *, fsdp: int | None = None, model_axis: int | None = None,
-                       remat: bool | None = None, dtype: str | None = None):  # fmt: skip
-    """A copy of config with the mesh (data × fsdp [× model]), remat and the
-    compute dtype set (model options a config may not list, so --config.model.*
-    cannot add them); None keeps the config's."""
+                       remat: bool | str | None = None, dtype: str | None = None,
+                       accum_steps: int | None = None, adam_mu_dtype: str | None = None,
+                       scan: bool | None = None):  # fmt: skip
+    """A copy of config with the mesh (data × fsdp [× model]), remat (True, False
+    or a policy of vit_jax.models.vit.REMAT_POLICIES), the compute dtype, the
+    gradient accumulation, Adam's first-moment dtype and the scan over blocks
+    set (model options a config may not list, so --config.model.* cannot add
+    them); None keeps the config's."""
     config = config.copy_and_resolve_references()
     if fsdp is not None or model_axis is not None:
         axes = dict(config.mesh)
@@ -82,11 +91,21 @@ def apply_mesh_options(config, *, fsdp: int | None = None, model_axis: int | Non
                     config.sharding_rules
                 )
         config.mesh = tuple(mesh)
+    if isinstance(remat, str):
+        _set_model_option(config, "remat_policy", remat)
+        remat = True
     # remat=False on a model without the option (the ResNets) is what it does.
     if remat or (remat is not None and "remat" in model_options(config.model_name)):
         _set_model_option(config, "remat", remat)
+    if scan is not None:
+        _set_model_option(config, "scan", scan)
     if dtype is not None:
         _set_model_option(config, "dtype", jnp.dtype(dtype).name)
+    with config.unlocked():
+        if accum_steps is not None:
+            config.accum_steps = accum_steps
+        if adam_mu_dtype is not None:
+            config.adam_mu_dtype = adam_mu_dtype
     return config
 
 
@@ -153,6 +172,7 @@ def compile_train_step(config, target: Target | str, *, model_flops: bool = True
             "image_size": config.image_size,
             "batch_size": config.batch_size,
             "accum_steps": config.accum_steps,
+            "adam_mu_dtype": config.adam_mu_dtype,
             "total_steps": total_steps,
             "total_epochs": config.total_epochs,
             "attention": config.attention,
@@ -183,8 +203,51 @@ def compile_train_step(config, target: Target | str, *, model_flops: bool = True
         forward = forward_flops(config, num_classes)
         per_device = 3 * forward * config.batch_size / target.num_devices
         report["model_flops_per_device"] = per_device
+    _count_loop_trips(report, config.accum_steps)
+    _check_flops(report)
     _step_time(report, target, total_steps)
     return report
+
+
+# XLA FLOPs / model FLOPs of a consistent report: the backward pass costs about
+# twice the forward (App. Table 6's 3×), plus element-wise work, the forward
+# recomputed under remat (up to 4/3) and whatever the compiler rematerialises
+# on its own when memory is tight (0.98-1.30 across the pod plan's compiles).
+FLOPS_RATIO_RANGE = (0.9, 1.45)
+
+
+def _count_loop_trips(report: dict, accum_steps: int) -> None:
+    """XLA's cost analysis counts a while loop's body once: the accumulation
+    loop's k micro-batches cost k times what it reports. The once-per-step
+    optimizer update outside the loop is multiplied too (element-wise, under
+    1% of a ViT step)."""
+    if accum_steps == 1 or "xla_flops_per_device" not in report:
+        return
+    report["cost_analysis_as_given"] = {
+        key: report[key]
+        for key in ("xla_flops_per_device", "bytes_accessed_per_device", "cost_model_step_seconds")
+        if key in report
+    }
+    for key in report["cost_analysis_as_given"]:
+        report[key] *= accum_steps
+    report["loop_trip_count"] = accum_steps
+
+
+def _check_flops(report: dict) -> None:
+    """The compiled step's FLOPs against 3 × forward × batch: a ratio outside
+    FLOPS_RATIO_RANGE means the cost analysis missed work (a loop it counted
+    once) or counts work the model does not have, and the report says so."""
+    if "xla_flops_per_device" not in report or not report.get("model_flops_per_device"):
+        return
+    ratio = report["xla_flops_per_device"] / report["model_flops_per_device"]
+    report["flops_ratio"] = ratio
+    low, high = FLOPS_RATIO_RANGE
+    report["flops_check"] = (
+        "ok"
+        if low <= ratio <= high
+        else f"off: XLA counts {ratio:.2f} x the model's 3 x forward FLOPs (1 to 4/3 expected): "
+        "a loop counted once, or work the model does not have"
+    )
 
 
 def _analyse(compiled, target: Target) -> dict:
@@ -249,7 +312,8 @@ def format_report(report: dict) -> str:
         f"{cfg['model_name']} {cfg['dataset']} batch {cfg['batch_size']} at "
         f"{cfg['image_size']} px on {report['target']} ({report['topology']}: "
         f"{report['num_devices']} x {report['device_kind']}, {report['num_hosts']} host(s))",
-        f"  mesh        {report['mesh']}  remat {cfg['model'].get('remat', 'False')}  "
+        f"  mesh        {report['mesh']}  remat {cfg['model'].get('remat', 'False')} "
+        f"({cfg['model'].get('remat_policy', 'full')})  accum {cfg['accum_steps']}  "
         f"attention: {report['attention']}",
         f"  compile     {report['compile_seconds']:.1f} s (lowering "
         f"{report['lower_seconds']:.1f} s)",
@@ -275,7 +339,11 @@ def format_report(report: dict) -> str:
         lines.append(
             f"  flops       {report['xla_flops_per_device']:.3e} per device per step (XLA), "
             f"model {report.get('model_flops_per_device', float('nan')):.3e}"
-        )
+            + (f" (ratio {report['flops_ratio']:.2f}: {report['flops_check']})"
+               if "flops_ratio" in report else "")
+            + (f"; the accumulation loop's {report['loop_trip_count']} trips counted"
+               if "loop_trip_count" in report else "")
+        )  # fmt: skip
     elif "model_flops_per_device" in report:
         lines.append(f"  flops       model {report['model_flops_per_device']:.3e} per device")
     if "cost_model_step_seconds" in report:
@@ -307,6 +375,10 @@ _MODEL_AXIS = flags.DEFINE_integer(
     "model_axis", None, "A 'model' mesh axis of this size with the tensor-parallel rules."
 )
 _REMAT = flags.DEFINE_bool("remat", None, "Set config.model.remat; default: the config's.")
+_REMAT_POLICY = flags.DEFINE_string(
+    "remat_policy", None, "Remat with this policy (full, dots, dots_no_batch); implies --remat."
+)
+_SCAN = flags.DEFINE_bool("scan", None, "Set config.model.scan (the blocks as one lax.scan).")
 _DTYPE = flags.DEFINE_string("dtype", None, "Set config.model.dtype (e.g. bfloat16).")
 _OUT = flags.DEFINE_string("out", None, "Write the report as JSON here.")
 
@@ -320,7 +392,8 @@ def main(argv):
         _CONFIG.value,
         fsdp=_FSDP.value,
         model_axis=_MODEL_AXIS.value,
-        remat=_REMAT.value,
+        remat=_REMAT_POLICY.value or _REMAT.value,
+        scan=_SCAN.value,
         dtype=_DTYPE.value,
     )
     target = get_target(_TARGET.value)
@@ -337,4 +410,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    errors.run_absl_app(main)  # --help exits 0.
