@@ -1,0 +1,45 @@
+"""experiments/pod_plan.py's search bookkeeping on synthetic reports (the
+compiles themselves are vit_jax.compile's, tested in test_compile.py)."""
+
+from experiments import pod_plan
+
+SPEC = "configs/vit_pretrain.py:model=ViT-B_16,dataset=jft,epochs=7"
+
+
+def test_placement_keys_keep_the_cached_compiles():
+    # Keys of compiles made before accumulation, μ dtype and scan were searched.
+    assert (
+        pod_plan.Placement("tpu-v3-8", 8, "full").key(SPEC, None)
+        == f"{SPEC} | tpu-v3-8 | fsdp=8 remat=True dtype=config"
+    )
+    assert (
+        pod_plan.Placement("tpu-v3-8", 1)
+        .key(SPEC, "bfloat16")
+        .endswith("fsdp=1 remat=False dtype=bfloat16")
+    )
+    lever = pod_plan.Placement("tpu-v3-8", 8, "dots", accum=4, mu_dtype="bfloat16", scan=True)
+    assert lever.key(SPEC, None).endswith("remat=dots dtype=config accum=4 mu=bfloat16 scan=True")
+    assert lever.options() == dict(
+        fsdp=8, remat="dots", accum_steps=4, adam_mu_dtype="bfloat16", scan=True
+    )
+
+
+def _report(target, devices, seconds, fits=True):
+    return {"fits": fits, "num_devices": devices,
+            "device_days_bound": 1000 * seconds * devices / 86400}  # fmt: skip
+
+
+def test_cheapest_and_fastest_within_budget():
+    cache = pod_plan.Cache.__new__(pod_plan.Cache)
+    cache.data = {
+        "compiles": {
+            f"{SPEC} | tpu-v3-8 | a": _report("tpu-v3-8", 8, 2.0),  # 185 core-days.
+            f"{SPEC} | tpu-v3-32 | b": _report("tpu-v3-32", 32, 0.45),  # 167: cheapest.
+            f"{SPEC} | tpu-v3-128 | c": _report("tpu-v3-128", 128, 0.125),  # 185, 1.4 days.
+            f"{SPEC} | tpu-v3-512 | d": _report("tpu-v3-512", 512, 0.05),  # 296: over budget.
+            f"{SPEC} | tpu-v3-256 | e": _report("tpu-v3-256", 256, 0.01, fits=False),
+            f"{SPEC} | h100x8 | f": _report("h100x8", 8, 0.01),  # Not a TPU.
+        }
+    }
+    cheapest, fastest = pod_plan.cheapest_and_fastest(cache, SPEC)
+    assert cheapest.endswith("| b") and fastest.endswith("| c")
