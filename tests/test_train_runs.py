@@ -1,5 +1,6 @@
 """Whole runs of `python -m vit_jax.main` in subprocesses: exact resume after
-SIGKILL, and a clean checkpointed exit on SIGTERM (preemption)."""
+SIGKILL (the dead run's lock taken over), a clean checkpointed exit on SIGTERM
+(preemption), and on Ctrl-C, after which the run resumes exactly."""
 
 import os
 import re
@@ -91,6 +92,9 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     )
     resumed_from = int(re.search(r"Resumed from .* at step (\d+)", log).group(1))
     assert 50 <= resumed_from < 400
+    assert re.search(
+        rf"Took over the lock of \S+ from PID {victim.pid} on host .*: its process", log
+    )
     finish(reference, tmp_path / "ref.log")
 
     expected = load_npz(tmp_path / "ref" / "params.npz")
@@ -114,3 +118,36 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
     assert 20 <= step < 100000
     saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert saved == [step]  # checkpoint_every=0: the preemption save is the only one.
+
+
+def _assert_same_params(path_a, path_b):
+    expected, got = load_npz(path_a), load_npz(path_b)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+
+def test_ctrl_c_saves_the_step_and_the_run_resumes_bit_identical(tmp_path):
+    total = ["--config.total_steps=300", "--config.checkpoint_every=0"]
+    reference = start(main_command(tmp_path / "ref", *total), tmp_path / "ref.log")
+    workdir, log_path = tmp_path / "run", tmp_path / "run.log"
+    process = start(main_command(workdir, *total), log_path)
+    wait_for(lambda: "step 20/300" in log_path.read_text(), process, what="step 20")
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    log = log_path.read_text()
+    assert process.returncode == 130, f"exit {process.returncode}:\n{log[-3000:]}"
+    assert "Traceback" not in log, log[-3000:]
+    step = int(re.search(r"Ctrl-C: saved a checkpoint at step (\d+); run the same", log).group(1))
+    assert 20 <= step < 300
+
+    log = finish(start(main_command(workdir, *total), log_path), log_path)
+    assert re.search(rf"Resumed from \S+ at step {step}\.", log)
+    finish(reference, tmp_path / "ref.log")
+    _assert_same_params(tmp_path / "ref" / "params.npz", workdir / "params.npz")
+    # One console line per event: no second copy of the scalars or hyper-parameters.
+    logged_steps = re.findall(r"step (\d+)/300 ", log)
+    assert logged_steps and len(logged_steps) == len(set(logged_steps)), logged_steps
+    assert log.count("Dataset digits[test]") == 1  # One evaluation, params and EMA alike.
+    assert "train/loss=" not in log and "Hyperparameters" not in log
+    assert max(len(line) for line in log.splitlines()) < 400

@@ -106,7 +106,34 @@ def default_config() -> ml_collections.ConfigDict:
     # embeddings resized by vit_jax.checkpoint.load_pretrained.
     c.pretrained = ""
     c.export_npz = True  # Write params.npz (and params_ema.npz) in the workdir at the end.
+    # A resume whose config changes what is computed (any field outside
+    # REPORTING_FIELDS) stops with the list of changes ('refuse'), or goes on
+    # and logs them ('allow'). See vit_jax.workdir.
+    c.resume_changes = "refuse"
     return c
+
+
+# Fields that change only what is reported, how often, or where files are: a
+# resume may change them (vit_jax.workdir logs it). Every other field changes
+# what the run computes.
+REPORTING_FIELDS = frozenset(
+    {
+        "data_dir",
+        "prefetch",
+        "eval_batch_size",
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "fewshot_every",
+        "fewshot_datasets",
+        "fewshot_shots",
+        "fewshot_preprocess",
+        "export_npz",
+        "resume_changes",
+    }
+)
+RESUME_CHANGES = ("refuse", "allow")
 
 
 def check_config(config) -> None:
@@ -157,6 +184,10 @@ def check_config(config) -> None:
         raise UserError(f"ema_decay={config.ema_decay} must be in [0, 1).")
     if config.log_every < 1:
         raise UserError(f"log_every={config.log_every} must be a positive number of steps.")
+    if config.resume_changes not in RESUME_CHANGES:
+        raise UserError(
+            f"resume_changes={config.resume_changes!r} is unknown; choose one of {RESUME_CHANGES}."
+        )
     check_model_options(config)
 
 
@@ -233,6 +264,15 @@ def _kind_problem(value, annotation) -> str | None:
     if isinstance(value, tuple(kinds)):
         return None
     return f"this option takes {names}, not {type(value).__name__}"
+
+
+def check_class_count(config, num_classes: int) -> None:
+    """An objective that learns the labels needs at least two classes to tell apart."""
+    if objectives.OBJECTIVES[config.objective].uses_labels and num_classes < 2:
+        raise UserError(
+            f"dataset {config.dataset!r} has {num_classes} class(es): a classifier needs at "
+            "least 2 (for folder:PATH, one sub-folder of images per class)."
+        )
 
 
 def resolve_total_steps(config, num_train_examples: int) -> int:

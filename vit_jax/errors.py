@@ -22,11 +22,22 @@ import sys
 from collections.abc import Callable
 
 EXIT_USER_ERROR = 1
+EXIT_USAGE = 2  # A command line that cannot be run as given, as absl and argparse exit.
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what shells report for Ctrl-C.
 
 
 class UserError(ValueError):
     """A problem with the user's input (config, names, files, data), not a bug;
     the message says what to change."""
+
+
+class UsageError(UserError):
+    """A command line that cannot be run as given (a flag's value, a missing
+    argument); exits with status 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, handled: the message says what was kept and how to go on."""
 
 
 class NonFiniteError(UserError):
@@ -54,7 +65,8 @@ def reraised_as_user_error(*kinds: type[Exception]):
 
 
 def cli(main: Callable) -> Callable:
-    """`main` with its UserErrors printed as one message and exit status 1."""
+    """`main` with its UserErrors printed as one message and exit status 1
+    (2 for a UsageError), and Ctrl-C as one line and status 130."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
@@ -63,6 +75,27 @@ def cli(main: Callable) -> Callable:
         except UserError as error:
             sys.stdout.flush()
             print(f"Error: {error}", file=sys.stderr, flush=True)
-            raise SystemExit(EXIT_USER_ERROR) from None
+            code = EXIT_USAGE if isinstance(error, UsageError) else EXIT_USER_ERROR
+            raise SystemExit(code) from None
+        except KeyboardInterrupt as error:
+            sys.stdout.flush()
+            print(f"Interrupted. {error}".strip(), file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
 
     return wrapped
+
+
+def run_absl_app(main: Callable) -> None:
+    """absl's app.run(cli(main)), except that --help (and --helpfull) exit
+    with status 0 where absl exits 1: asking for help is not an error."""
+    from absl import app  # Only the absl command lines need it.
+
+    asked_for_help = any(
+        arg.split("=")[0] in ("--help", "-?", "--helpshort", "--helpfull") for arg in sys.argv[1:]
+    )
+    try:
+        app.run(cli(main))
+    except SystemExit as exit_:
+        if asked_for_help and exit_.code == 1:
+            raise SystemExit(0) from None
+        raise

@@ -5,7 +5,8 @@ overridden (`--config.total_steps=100`), and so can any option of the model,
 listed in the config file or not (`--config.model.remat=True`); a field or
 option that does not exist is one message before anything starts, as is any
 other user error (vit_jax.errors). Rerunning the same command resumes from
-the newest checkpoint in --workdir that restores.
+the newest checkpoint in --workdir that restores; Ctrl-C saves the current
+step first (exit status 130). --help exits 0.
 
 Multi-host: `jax.distributed.initialize()` is called when --multihost is set,
 when --coordinator_address is given, or (by default) when the job runs under
@@ -17,7 +18,7 @@ import logging as std_logging
 import os
 
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from vit_jax import errors
@@ -72,23 +73,42 @@ def _initialize_distributed() -> None:
     )
 
 
-def _quiet_library_info(record) -> bool:
-    """Keeps orbax's and jax's per-save INFO chatter out of the console; their
-    warnings and errors still show."""
+def _quiet_libraries(record) -> bool:
+    """Keeps orbax's and jax's per-save INFO chatter out of the console, and
+    the tracebacks orbax's background threads log for a failed read or write,
+    which the loop reports itself in one message (vit_jax.train_state); their
+    other warnings and errors still show."""
     noisy = ("/orbax/", "/jax/_src/")
-    return record.levelno >= std_logging.WARNING or not any(n in record.pathname for n in noisy)
+    if not any(n in record.pathname for n in noisy):
+        return True
+    return record.levelno >= std_logging.WARNING and record.exc_info is None
+
+
+def _config():
+    """The config file's config; a file that does not load is a usage error."""
+    try:
+        config = _CONFIG.value
+        config.keys()  # The file loads on first use.
+        return config
+    except OSError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise errors.UsageError(
+            f"--config={flags.FLAGS['config'].config_filename} does not load "
+            f"({lines[-1] if lines else error}): give a config file such as configs/demo.py."
+        ) from None
 
 
 @errors.cli
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.get_absl_handler().python_handler.addFilter(_quiet_library_info)
+        raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.get_absl_handler().python_handler.addFilter(_quiet_libraries)
+    config = _config()
     _initialize_distributed()
     from vit_jax import train  # After initialize: nothing may touch devices before it.
 
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run_absl_app(main)

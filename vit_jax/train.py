@@ -12,6 +12,12 @@ step decide everything (init, data order, dropout), so a resumed run ends in
 the same parameters as one that never stopped. Every config field is listed
 and explained in vit_jax.config.default_config() and in docs/training.md.
 
+The workdir belongs to the run (vit_jax.workdir): it is checked for writes
+and locked before anything else, and a resume whose config changes what is
+computed stops with the list of changes. A checkpoint that fails to save stops
+the run at once. SIGTERM (a preemption) and SIGINT (Ctrl-C) finish the step,
+save it and stop; a second Ctrl-C stops at once.
+
 A run that diverges stops: every step reports whether its loss and gradient
 norm are finite, and the loop reads those flags (no extra host sync) at each
 log step and before any checkpoint or export, so no non-finite state is ever
@@ -20,6 +26,7 @@ written and the last checkpoint stays a finite one.
 
 import os
 import signal
+import sys
 import time
 
 import jax
@@ -29,20 +36,32 @@ from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from vit_jax import checkpoint, data, optim, sharding
-from vit_jax.config import check_config, resolve_total_steps
+from vit_jax.config import check_class_count, check_config, resolve_total_steps
 from vit_jax.data.preprocess import without_op
-from vit_jax.errors import NonFiniteError, UserError, reraised_as_user_error
+from vit_jax.errors import (
+    EXIT_INTERRUPTED,
+    Interrupted,
+    NonFiniteError,
+    UserError,
+)
 from vit_jax.evaluate import fewshot
 from vit_jax.models import get_model
 from vit_jax.objectives import OBJECTIVES
 from vit_jax.step import FINITE_KEY, Trainer, build_trainer, global_to_host, make_eval_step
 from vit_jax.train_state import Checkpoints, TrainState, describe_params
+from vit_jax.workdir import RunRecord, holding_lock, prepare_writable, remove_unfinished_saves
 
 
 def train_and_evaluate(config, workdir: str) -> TrainState:
     """Trains per `config`, resuming from the newest checkpoint in `workdir`
     that restores; returns the final state (also the one saved on preemption)."""
     check_config(config)
+    prepare_writable(workdir)
+    with holding_lock(workdir):
+        return _train(config, workdir)
+
+
+def _train(config, workdir: str) -> TrainState:
     mesh = sharding.make_mesh(config.mesh)
     eval_batch_size = config.eval_batch_size or config.batch_size
     sharding.check_batch_size(config.batch_size, mesh)
@@ -52,6 +71,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     # The data, opened once: a missing dataset or a bad preprocessing string
     # fails here, before the model is built.
     info = data.get_dataset_info(config.dataset, config.data_dir)
+    check_class_count(config, info.num_classes)
     num_train = data.num_examples(config.dataset, config.train_split, config.data_dir)
     total_steps = resolve_total_steps(config, num_train)
     train_data = data.open_split(
@@ -66,14 +86,16 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     image_shape = (config.image_size, config.image_size, channels)
     trainer = build_trainer(config, info.num_classes, image_shape, mesh, total_steps=total_steps)
     description = describe_params(config.model_name, dict(config.model), trainer.abstract_params)
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    remove_unfinished_saves(checkpoint_dir)
+    resuming = Checkpoints.latest_step_in(checkpoint_dir) > 0
+    RunRecord(workdir).start_or_check(config, trainer.attention, resuming)
+    checkpoints = Checkpoints(checkpoint_dir, keep=config.keep_checkpoints)
     state = _restore_or_start(config, trainer, checkpoints, description)
     first_step = int(state.step)
 
-    writer = metric_writers.create_default_writer(
-        workdir, just_logging=jax.process_index() > 0, asynchronous=True
-    )
-    if first_step == 0:
+    writer = _metric_writer(workdir)
+    if first_step == 0:  # For TensorBoard; run.json holds them too.
         writer.write_hparams({k: str(v) for k, v in config.items()})
     logging.info(
         "%s: %s parameters, mesh %s, %d steps of %d images.",
@@ -133,6 +155,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                 )
             state, metrics = trainer.train_step(state, batch)
             finiteness.add(step, metrics.pop(FINITE_KEY))
+            checkpoints.check_saves()
             if step == first_step + 1:  # Time steps, not compilation.
                 jax.block_until_ready(state)
                 timer_step, timer_start = step, time.perf_counter()
@@ -160,9 +183,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                 finiteness.check(checkpoints.saved_steps())
                 checkpoints.save(state, description)
                 checkpoints.wait()
-                logging.warning(
-                    "SIGTERM: saved a checkpoint at step %d; run the same command to resume.", step
-                )
+                how = f"saved a checkpoint at step {step}; run the same command to resume."
+                if preemption.signal_name == "SIGINT":
+                    raise Interrupted(f"Ctrl-C: {how}")
+                logging.warning("%s: %s", preemption.signal_name or "Preemption", how)
                 return state
         finiteness.check(checkpoints.saved_steps())
         checkpoints.save(state, description)
@@ -190,6 +214,14 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         checkpoints.close()
 
 
+def _metric_writer(workdir: str):
+    """TensorBoard's event files from process 0 (asynchronous). The console
+    gets the loop's own lines only, not a second copy of every scalar."""
+    if jax.process_index() > 0:
+        return metric_writers.MultiWriter([])
+    return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
+
+
 def _restore_or_start(config, trainer: Trainer, checkpoints: Checkpoints, description):
     """The newest checkpoint that restores (only abstract shapes are needed to
     restore into), else a fresh state, with config.pretrained's params when set."""
@@ -207,8 +239,8 @@ def _load_pretrained(config, state: TrainState) -> TrainState:
     """Replaces the fresh params (and EMA) by the pre-trained ones of
     config.pretrained, fitted to this model by vit_jax.checkpoint (new head,
     resized position embeddings); they keep the fresh params' shardings."""
-    with reraised_as_user_error(checkpoint.CheckpointError):  # Missing, or another model's.
-        params = checkpoint.load_pretrained(config.pretrained, state.params, dict(config.model))
+    # A missing file, or another model's, is a CheckpointError (a UserError).
+    params = checkpoint.load_pretrained(config.pretrained, state.params, dict(config.model))
     logging.info("Loaded pre-trained params from %s.", config.pretrained)
     return state.replace(params=params, ema_params=params if config.ema_decay else None)
 
@@ -304,49 +336,61 @@ def _step_ranges(steps: list[int]) -> str:
 
 
 class PreemptionWatch:
-    """True once SIGTERM arrived (in every process of a multi-host job)."""
+    """True once SIGTERM (a preemption) or SIGINT (Ctrl-C) arrived, in every
+    process of a multi-host job; the loop then saves after the current step.
+    A second Ctrl-C exits at once, without saving."""
 
     def __init__(self):
-        self._requested = False
+        self.signal_name: str | None = None  # 'SIGTERM' | 'SIGINT' once one arrived.
         self._multihost = jax.process_count() > 1
-        self._previous = None
+        self._previous = {}
         if not self._multihost:  # Multi-host: jax's own preemption notifier listens.
-            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
 
-    def _on_sigterm(self, signum, frame):
-        del signum, frame
-        self._requested = True
+    def _on_signal(self, signum, frame):
+        del frame
+        if signum == signal.SIGINT and self.signal_name is not None:
+            print(
+                "Interrupted again: stopped without saving this step.", file=sys.stderr, flush=True
+            )
+            os._exit(EXIT_INTERRUPTED)  # At once: no waiting for the step or a save.
+        self.signal_name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            print(
+                "Ctrl-C: saving after this step (Ctrl-C again stops without saving).",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def requested(self, step: int) -> bool:
         if self._multihost:
             return multihost_utils.reached_preemption_sync_point(step)
-        return self._requested
+        return self.signal_name is not None
 
     def close(self):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 # ---------------------------------------------------------------- evaluation and export
 
 
 def evaluate(eval_step, params_by_name, test_data, config, mesh, eval_batch_size):
-    """Accuracy and loss of each named params tree on one pass of `test_data`
-    (a data.open_split)."""
+    """Accuracy and loss of each named params tree, all on one pass of
+    `test_data` (a data.open_split)."""
+    batches = test_data.batches(
+        batch_size=eval_batch_size,
+        train=False,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    totals = {name: np.zeros(3) for name in params_by_name}
+    for batch in data.prefetch_to_device(batches, config.prefetch, sharding.batch_sharding(mesh)):
+        for name, params in params_by_name.items():
+            totals[name] += np.asarray(jax.device_get(eval_step(params, batch)))
     results = {}
-    for name, params in params_by_name.items():
-        batches = test_data.batches(
-            batch_size=eval_batch_size,
-            train=False,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
-        totals = np.zeros(3)
-        for batch in data.prefetch_to_device(
-            batches, config.prefetch, sharding.batch_sharding(mesh)
-        ):
-            totals += np.asarray(jax.device_get(eval_step(params, batch)))
-        correct, count, loss = totals
+    for name, (correct, count, loss) in totals.items():
         results[f"test/{name}accuracy"] = correct / max(count, 1)
         results[f"test/{name}loss"] = loss / max(count, 1)
     return results

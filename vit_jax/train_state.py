@@ -10,6 +10,12 @@ trained (model name and options, parameter shapes), so that a workdir reused
 for a different model fails with a clear message instead of a shape error
 deep inside orbax.
 
+A save that fails (no space left, an I/O error) raises a CheckpointError
+naming the cause and the last good checkpoint as soon as the loop asks
+(`check_saves`, every step): the background write is not left to fail
+silently while training goes on. The failed write's temporary directory is
+removed, so that it holds no space the next run needs.
+
 Resuming reads the newest checkpoint that restores. One that does not
 (truncated or missing files, another tree) is named with the reason and
 renamed to `<step>.unrestorable` beside the others: kept for inspection, but
@@ -17,7 +23,9 @@ out of orbax's way, which would otherwise skip saving that step again and
 later rotate the directory out under max_to_keep.
 """
 
+import contextlib
 import os
+import re
 from typing import Any
 
 import flax
@@ -28,7 +36,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from vit_jax.errors import UserError
+from vit_jax.errors import CheckpointError, UserError
 from vit_jax.optim import path_name
 
 UNRESTORABLE_SUFFIX = ".unrestorable"
@@ -56,9 +64,11 @@ def describe_params(model_name: str, model_overrides: dict, params) -> dict:
 
 def check_same_model(saved: dict, current: dict, directory: str) -> None:
     """Raises a UserError naming the difference when a checkpoint in
-    `directory` was written for another model than the one configured."""
+    `directory` was written for another model than the one configured. Other
+    options of the same model are the run record's to compare
+    (vit_jax.workdir), which config.resume_changes='allow' lets through."""
     fix = f"use a fresh --workdir, or delete {directory} to start over."
-    if saved["model_name"] != current["model_name"] or saved["model"] != current["model"]:
+    if saved["model_name"] != current["model_name"]:
         raise UserError(
             f"{directory} holds a checkpoint of model {saved['model_name']} {saved['model']}, "
             f"but the config asks for {current['model_name']} {current['model']}: {fix}"
@@ -84,6 +94,8 @@ class Checkpoints:
             max_to_keep=keep, enable_async_checkpointing=asynchronous, create=True
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._unconfirmed: int | None = None  # The step of a save not known to be on disk.
+        self._failed = False
 
     @staticmethod
     def latest_step_in(directory: str) -> int:
@@ -108,13 +120,48 @@ class Checkpoints:
         step = int(state.step)
         if step in self._manager.all_steps():
             return  # Already saved, e.g. the final save right after a periodic one.
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), description=ocp.args.JsonSave(description)
-            ),
-            force=True,
-        )
+        with self._failures_told(step):
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), description=ocp.args.JsonSave(description)
+                ),
+                force=True,
+            )
+        self._unconfirmed = step
+
+    def check_saves(self) -> None:
+        """Raises a CheckpointError when a background save has failed; returns
+        at once while a save is running or when none is waiting to be confirmed."""
+        if self._unconfirmed is not None and not self._manager.is_saving_in_progress():
+            self.wait()
+
+    @contextlib.contextmanager
+    def _failures_told(self, step: int):
+        """Turns a failed save (this `step`'s, or the background one of an
+        earlier step, which surfaces here) into one CheckpointError."""
+        try:
+            yield
+        except UserError:
+            raise
+        except Exception as error:  # Orbax, tensorstore and the OS raise many kinds.
+            failed = self._unconfirmed if self._unconfirmed is not None else step
+            self._failed = True
+            for path in epath.Path(self.directory).glob(f"{failed}.orbax-checkpoint-tmp*"):
+                with contextlib.suppress(OSError):
+                    path.rmtree()
+            last_good = self.latest_step_in(self.directory)
+            kept = (
+                f"The last good checkpoint is step {last_good} in {self.directory}; it and "
+                "the earlier ones are intact."
+                if last_good
+                else "No checkpoint was written before it."
+            )
+            raise CheckpointError(
+                f"saving the checkpoint of step {failed} failed: {_save_failure_cause(error)}. "
+                f"The run stopped there. {kept} Free space (or fix the disk) and run the same "
+                "command to resume."
+            ) from None
 
     def restore(self, abstract_state: TrainState, description: dict, step: int | None = None):
         """The state saved at `step` (default: the latest), laid out like
@@ -185,10 +232,16 @@ class Checkpoints:
 
     def wait(self) -> None:
         """Blocks until every save started so far is on disk."""
-        self._manager.wait_until_finished()
+        with self._failures_told(self._unconfirmed or 0):
+            self._manager.wait_until_finished()
+        self._unconfirmed = None
 
     def close(self) -> None:
-        self._manager.close()
+        if self._failed:  # Already told; orbax would only repeat it.
+            with contextlib.suppress(Exception):
+                self._manager.close()
+        else:
+            self._manager.close()
 
 
 def _first_line(error: Exception) -> str:
@@ -199,3 +252,14 @@ def _first_line(error: Exception) -> str:
     if len(line) > MAX_REASON_CHARS:
         line = line[: MAX_REASON_CHARS - 3] + "..."
     return f"{type(error).__name__}: {line}"
+
+
+def _save_failure_cause(error: Exception) -> str:
+    """The OS's reason for a failed save when there is one ('No space left on
+    device'), else the error's first line."""
+    code = re.search(r"os_error_code='?(\d+)", str(error))  # Tensorstore's wording.
+    if code:
+        return os.strerror(int(code.group(1)))
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return _first_line(error)

@@ -101,5 +101,6 @@ class TfdsDataset:
             )
         return (
             f"TFDS dataset {self.tfds_name!r} is not prepared in {data_dir}. {where}\n"
-            f"  {command}\nand pass data_dir={data_dir!r} (config.data_dir)."
+            f"  {command}\nand pass that data_dir (--config.data_dir to training, --data_dir "
+            "to evaluate and infer)."
         )

@@ -15,7 +15,8 @@ import sys
 import jax
 from absl import logging
 
-from vit_jax.errors import cli
+from vit_jax.data.registry import known_names
+from vit_jax.errors import UsageError, cli
 from vit_jax.evaluate import accuracy, fewshot
 
 
@@ -33,7 +34,9 @@ def parse_args(argv):
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--preprocess", help="eval preprocessing; default: resize + [-1, 1]")
     accuracy_args = parser.add_argument_group("accuracy")
-    accuracy_args.add_argument("--dataset", default="imagenet2012")
+    accuracy_args.add_argument(
+        "--dataset", help="required: a TFDS name, vtab/<task>, digits or folder:PATH"
+    )
     accuracy_args.add_argument("--split", default="test")
     fewshot_args = parser.add_argument_group("fewshot")
     fewshot_args.add_argument("--datasets", default="imagenet2012", help="comma-separated")
@@ -42,7 +45,14 @@ def parse_args(argv):
     fewshot_args.add_argument("--shots", default="1,5,10,25")
     fewshot_args.add_argument("--seeds", default="0,1,2")
     fewshot_args.add_argument("--l2_reg", type=float, default=fewshot.DEFAULT_L2_REG)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.command == "accuracy" and not args.dataset:
+        # Which data a checkpoint is scored on is the user's choice, never a default.
+        raise UsageError(
+            "accuracy needs --dataset=NAME (and --data_dir=DIR for TFDS data); NAME is one of "
+            f"{', '.join(known_names())}."
+        )
+    return args
 
 
 def _integers(text: str) -> tuple[int, ...]:
