@@ -21,7 +21,7 @@ def toy_dirs(tmp_path_factory):
     compilation cache: the toy models of different studies compile to the same
     programs, and XLA compilation is most of a toy run's time."""
     root = tmp_path_factory.mktemp("mini")
-    data_dir = write_toy_fashion_mnist(str(root / "fashion"), per_class=6)
+    data_dir = write_toy_fashion_mnist(str(root / "fashion"), per_class=12)  # 10-shot probes.
     saved = {
         name: getattr(jax.config, name)
         for name in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")

@@ -168,8 +168,10 @@ def judge(records) -> evidence.Verdict:
         and r["first_layer_min_px"] < 0.75 * r["uniform_px"]
         for r in final
     )
-    slope = evidence.t_interval([r["depth_slope_px"] for r in final], scale=1.0)
-    estimates = {"depth slope": slope}
+    slopes = [r["depth_slope_px"] for r in final if r["depth_slope_px"] is not None]
+    slope = evidence.t_interval(slopes, scale=1.0) if slopes else None  # None: one layer.
+    slope_up = slope is not None and slope.above_zero
+    estimates = {"depth slope": slope} if slope else {}
     findings = [
         f"largest departure of a head from uniform attention: {100 * departure:.0f}%",
         "first layer, farthest / closest head / uniform (px) per seed: "
@@ -177,13 +179,14 @@ def judge(records) -> evidence.Verdict:
             f"{r['first_layer_max_px']:.1f} / {r['first_layer_min_px']:.1f} / {r['uniform_px']:.1f}"
             for r in final
         ),
-        f"slope of the layer mean with depth: {slope.text('px per layer')}",
+        "slope of the layer mean with depth: "
+        + (slope.text("px per layer") if slope else "none (one layer)"),
     ]
     if departure < 0.05:
         findings.append("the heads attend uniformly")
         return evidence.Verdict(evidence.NOT_TESTABLE, findings, estimates)
-    if both and slope.above_zero:
+    if both and slope_up:
         return evidence.Verdict(evidence.HOLDS, findings, estimates)
-    if both or slope.above_zero:
+    if both or slope_up:
         return evidence.Verdict(evidence.PARTLY, findings, estimates)
     return evidence.Verdict(evidence.FAILS, findings, estimates)

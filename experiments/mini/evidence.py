@@ -120,9 +120,13 @@ def paired_metric(records, metric: str, key: str, a, b, scale: float = 100.0) ->
     return paired(by_seed(records, metric, **{key: a}), by_seed(records, metric, **{key: b}), scale)
 
 
-def slope(xs, ys) -> float:
-    """Least-squares slope of ys on xs."""
-    return float(np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)[0])
+def slope(xs, ys) -> float | None:
+    """Least-squares slope of ys on xs; None for fewer than two distinct xs
+    (no line to fit)."""
+    xs = np.asarray(list(xs), float)
+    if len(np.unique(xs)) < 2:
+        return None
+    return float(np.polyfit(xs, np.asarray(list(ys), float), 1)[0])
 
 
 def direction(estimate: Estimate, ahead: str, behind: str, unresolved: str) -> str:
