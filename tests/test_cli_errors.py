@@ -1,7 +1,7 @@
 """Each command line tells a user error in one message, without a traceback,
-and exits with status 1; a bug keeps its traceback. The subprocess cases are
-one of each kind the issue lists, per command line (the traceback is what the
-user sees); more messages are checked in-process below, through the same
+and exits with status 1 (2 for bad usage); --help exits 0; a bug keeps its
+traceback. The subprocess cases are one of each kind, per command line (the
+traceback is what the user sees); more messages are checked in-process below, through the same
 errors.cli wrapper the commands' __main__ use."""
 
 import json
@@ -67,14 +67,33 @@ CASES = {
         "does not fit --model=ViT-B_16",
     ),
     "evaluate checkpoint": (
-        ["-m", "vit_jax.evaluate", "accuracy", "--checkpoint={tmp}/missing.npz"],
+        [
+            "-m",
+            "vit_jax.evaluate",
+            "accuracy",
+            "--checkpoint={tmp}/missing.npz",
+            "--dataset=digits",
+        ],
         "missing.npz",
     ),
     "analysis checkpoint": (
         ["-m", "vit_jax.analysis", "posemb", "--checkpoint={tmp}/missing.npz"],
         "missing.npz",
     ),
+    "config file": (["--config=configs/nope.py"], "No such file or directory: 'configs/nope.py'"),
+    "workdir is a file": (["--workdir={tmp}/testing.npz"], "is a file, not a directory"),
+    "workdir not writable": (["--workdir=/sys/vit_jax_workdir"], "cannot be written"),
+    "one class": (
+        ["--config.dataset=folder:{tmp}/one_class", "--config.test_split=train"],
+        "has 1 class(es): a classifier needs at least 2",
+    ),
+    "evaluate dataset": (
+        ["-m", "vit_jax.evaluate", "accuracy", "--checkpoint={tmp}/testing.npz"],
+        "accuracy needs --dataset=NAME (and --data_dir=DIR",
+    ),
 }
+# Bad usage exits with status 2; every other user error with 1.
+USAGE_CASES = {"config file", "evaluate dataset"}
 _PARALLEL = 4  # Processes at a time: each imports TensorFlow and JAX.
 
 
@@ -92,6 +111,11 @@ def _prepare(tmp):
         folder = tmp / "photos" / "ab"[i % 2]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, shape, np.uint8)).save(folder / f"{i}.png")
+    (tmp / "one_class" / "a").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(
+            tmp / "one_class" / "a" / f"{i}.png"
+        )
     model = get_model("testing", num_classes=10)
     images = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
     shapes = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
@@ -127,11 +151,39 @@ def test_user_error_is_one_message_without_traceback(outcomes, name):
     tmp, results = outcomes
     returncode, out, err = results[name]
     expected = CASES[name][1].replace("{tmp}", str(tmp))
-    assert returncode == errors.EXIT_USER_ERROR, f"exit {returncode}:\n{err[-3000:]}"
+    expected_code = errors.EXIT_USAGE if name in USAGE_CASES else errors.EXIT_USER_ERROR
+    assert returncode == expected_code, f"exit {returncode}:\n{err[-3000:]}"
     assert "Traceback" not in out + err, err[-3000:]
     messages = [line for line in err.splitlines() if line.startswith("Error: ")]
     assert len(messages) == 1, err[-3000:]
     assert expected in err[err.index("Error: ") :], err[-3000:]
+
+
+@pytest.mark.parametrize("module", ["vit_jax.main", "vit_jax.compile"])
+def test_help_exits_0(module):
+    process = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "--config" in process.stdout
+
+
+def test_a_two_class_folder_trains_with_the_configs_onehot(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        folder = tmp_path / "photos" / "ab"[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(folder / f"{i}.png")
+    config = _testing_config(
+        dataset=f"folder:{tmp_path}/photos", test_split="train", total_steps=4, batch_size=8
+    )
+    state = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert state.params["head"]["kernel"].shape[-1] == 2  # Not the digits' 10.
 
 
 def test_model_options_the_config_file_does_not_list_are_settable(tmp_path):

@@ -93,8 +93,21 @@ def run_absl_app(main: Callable) -> None:
     asked_for_help = any(
         arg.split("=")[0] in ("--help", "-?", "--helpshort", "--helpfull") for arg in sys.argv[1:]
     )
+    def parse_flags(argv):
+        try:
+            return app.parse_flags_with_usage(argv)
+        except OSError as error:  # A flag's file (e.g. --config's) that does not load.
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            print(
+                f"Error: a flag names a file that does not load ({lines[-1] if lines else error}): "
+                "check the path.",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(EXIT_USAGE) from None
+
     try:
-        app.run(cli(main))
+        app.run(cli(main), flags_parser=parse_flags)
     except SystemExit as exit_:
         if asked_for_help and exit_.code == 1:
             raise SystemExit(0) from None

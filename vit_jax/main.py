@@ -16,6 +16,7 @@ JAX_COORDINATOR_ADDRESS set. See docs/training.md.
 
 import logging as std_logging
 import os
+import sys
 
 import jax
 from absl import flags, logging
@@ -84,6 +85,17 @@ def _quiet_libraries(record) -> bool:
     return record.levelno >= std_logging.WARNING and record.exc_info is None
 
 
+def _quiet_closed_event_loops(unraisable) -> None:
+    """Reading a damaged checkpoint leaves orbax's asyncio callbacks behind on a
+    loop that has closed; Python prints an 'Event loop is closed' traceback for
+    each one it collects. The checkpoint's one warning already says what
+    happened; anything else still prints."""
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _config():
     """The config file's config; a file that does not load is a usage error."""
     try:
@@ -103,6 +115,7 @@ def main(argv):
     if len(argv) > 1:
         raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().python_handler.addFilter(_quiet_libraries)
+    sys.unraisablehook = _quiet_closed_event_loops
     config = _config()
     _initialize_distributed()
     from vit_jax import train  # After initialize: nothing may touch devices before it.
