@@ -93,6 +93,7 @@ def run_absl_app(main: Callable) -> None:
     asked_for_help = any(
         arg.split("=")[0] in ("--help", "-?", "--helpshort", "--helpfull") for arg in sys.argv[1:]
     )
+
     def parse_flags(argv):
         try:
             return app.parse_flags_with_usage(argv)
