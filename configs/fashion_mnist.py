@@ -14,10 +14,12 @@ runs it and records the accuracy curve and the wall time
 (experiments/results/fashion_mnist.json).
 
 The model is the small ViT of the from-scratch Fashion-MNIST literature: 4x4
-patches (49 tokens and the class token), 6 layers of width 64. At 28 px and 60k
-images there is nothing like the paper's pre-training data, so it is
-regularised by a random shift of up to 2 px and a horizontal flip (clothes are
-left-right symmetric; the labels do not change).
+patches (49 tokens and the class token), 6 layers of width 64. The only
+augmentation is a horizontal flip (clothes are left-right symmetric): in
+2-epoch trials on the full data (2 shared CPU cores, 2026-12-06) a random
+shift of up to 2 px as well cost 6 points (76.8% vs 82.6% at lr 1e-3), and
+lr 2e-3 beat 1e-3 (84.9%); 8 epochs with the shift reached 87.7%, still
+under-fitting (train loss 0.33).
 """
 
 import ml_collections
@@ -41,11 +43,11 @@ def get_config(arg=None):
 
     config.dataset = "fashion_mnist"
     config.image_size = 28
-    config.pp_train = "pad(2)|random_crop(28)|flip_lr|value_range(-1,1)|onehot"
+    config.pp_train = "flip_lr|value_range(-1,1)|onehot"
     config.pp_eval = "value_range(-1,1)|onehot"
     config.batch_size = 128
     config.eval_batch_size = 500
-    config.total_epochs = 8.0  # 3,750 steps: what fits an hour on 2 shared CPU cores.
+    config.total_epochs = 12.0  # 5,625 steps: about an hour on 2 shared CPU cores.
     config.total_steps = 0  # Length from total_epochs.
 
     config.lr = 2e-3
@@ -53,7 +55,7 @@ def get_config(arg=None):
     config.weight_decay = 0.05  # Decoupled, scaled by the lr (vit_jax.optim).
 
     config.log_every = 125
-    config.eval_every = 250  # 15 points on the curve.
-    config.checkpoint_every = 1250
+    config.eval_every = 375  # 15 points on the curve.
+    config.checkpoint_every = 1875
     config.keep_checkpoints = 1
     return config
