@@ -118,7 +118,7 @@ def test_the_readme_sections_must_be_what_the_json_gives(repo):
     text = open(os.path.join(repo, "experiments/README.md")).read()
     assert "**Verdict: holds**" in text and "+3.00 points" in text
     assert (
-        "| 3 [posemb](experiments/results/posemb.md) | App. D.4: q | holds |"
+        "| 3 [posemb](experiments/results/posemb.md) | App. D.4: “q” | holds |"
         in open(os.path.join(repo, "README.md")).read()
     )
     # A verdict edited by hand is drift.

@@ -184,6 +184,7 @@ def _register_cuda_plugin() -> None:
         except ImportError:
             return  # _gpu_devices says how to install it.
         xla_cuda12.initialize()
+        _register_partitioners(xla_bridge._backend_factories["cuda"].c_api)
     # jax looks up cuDNN's version helpers once, when it is imported; the fused
     # attention refuses to trace ("cuDNN is not detected") if that was before.
     from jax._src import lib
@@ -193,6 +194,24 @@ def _register_cuda_plugin() -> None:
         import jax_cuda12_plugin._versions as versions
 
         lib.cuda_versions = fused_attention_stablehlo.cuda_versions = versions
+
+
+def _register_partitioners(c_api) -> None:
+    """What jax gives every plugin it discovers, for one registered late: the
+    custom-partitioning callback (cuDNN's attention is partitioned through it;
+    without it XLA:GPU finds "no registered implementation for custom call to
+    CustomSPMDPartitioning")."""
+    from jax._src import custom_partitioning as cp
+    from jax._src.lib import xla_client
+
+    xla_client.register_custom_call_partitioner(
+        cp._CUSTOM_PARTITIONING_CALL_NAME,
+        cp._custom_partitioning_propagate_user_sharding,
+        cp._custom_partitioning_partition,
+        cp._custom_partitioning_infer_sharding_from_operands,
+        can_side_effecting_have_replicated_sharding=True,
+        c_api=c_api,
+    )
 
 
 @functools.cache
