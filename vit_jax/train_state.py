@@ -24,6 +24,7 @@ later rotate the directory out under max_to_keep.
 """
 
 import contextlib
+import logging as std_logging
 import os
 import re
 from typing import Any
@@ -147,6 +148,10 @@ class Checkpoints:
         except Exception as error:  # Orbax, tensorstore and the OS raise many kinds.
             failed = self._unconfirmed if self._unconfirmed is not None else step
             self._failed = True
+            # The save's other writes fail alike in orbax's event loop, and asyncio
+            # logs each unread one with a traceback when it is collected: the run
+            # stops with the one message below instead.
+            std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
             for path in epath.Path(self.directory).glob(f"{failed}.orbax-checkpoint-tmp*"):
                 with contextlib.suppress(OSError):
                     path.rmtree()
