@@ -4,15 +4,8 @@ an already-imported TensorFlow leave malloc alone. Each case needs a fresh
 process (the settings are process-wide and must precede the threads)."""
 
 import os
-import platform
 import subprocess
 import sys
-
-import pytest
-
-pytestmark = pytest.mark.skipif(
-    platform.libc_ver()[0] != "glibc", reason="mallopt settings exist on glibc only"
-)
 
 SCRIPT = """
 import resource, sys
