@@ -126,6 +126,8 @@ def candidates(target: str) -> list[Placement]:
 class Cache:
     def __init__(self, reuse: bool):
         self.reuse = reuse
+        # The code this process loaded: edits made while it runs do not change it.
+        self.revision = code_revision(".")  # '+dirty': uncommitted code.
         self.data = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {}
         self.data.setdefault("compiles", {})
 
@@ -139,7 +141,7 @@ class Cache:
         start = time.perf_counter()
         report = vc.compile_train_step(config, placement.target)
         report["compiled_on"] = datetime.date.today().isoformat()
-        report["revision"] = code_revision(".")  # '+dirty': uncommitted code compiled.
+        report["revision"] = self.revision
         print(f"    {'fits' if report['fits'] else 'does not fit'} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
         self.data["compiles"][key] = report
