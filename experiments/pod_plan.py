@@ -8,6 +8,7 @@ Table 2's.
     python -m experiments.pod_plan                       # compile everything again
     python -m experiments.pod_plan --reuse               # take compiles from the JSON
     python -m experiments.pod_plan --only ViT-H_14 --reuse
+    python -m experiments.pod_plan --reuse --scan-study --mu-study --dtype-study
 
 Every number comes from `vit_jax.compile.compile_train_step` (libtpu's and the
 CUDA plugin's compilers on this CPU): memory is the compiler's buffer
@@ -51,6 +52,12 @@ SCAN_STUDY = (("ViT-B_16", "jft"), ("ViT-H_14", "jft"))
 # Rows whose smallest placement is compiled again with Adam's first moment in
 # bfloat16: the memory it saves, sharded (FSDP) and replicated (data parallel).
 MU_STUDY = (("ViT-B_16", "jft"), ("ViT-L_16", "jft"))
+# ViT rows whose cheapest placement is compiled again with bfloat16 compute
+# (activations; weights and optimiser state stay float32): how much of the MFU
+# gap is element-wise work and memory traffic in float32. It changes the
+# numerics, so it is a measurement beside the plan, never a placement in it.
+DTYPE_STUDY = (("ViT-B_16", "jft"), ("ViT-L_32", "jft"), ("ViT-L_16", "jft"),
+               ("ViT-H_14", "jft"))  # fmt: skip
 
 
 def rows() -> list[dict]:
@@ -105,6 +112,20 @@ class Placement:
         extras += [f"mu={self.mu_dtype}"] if self.mu_dtype != "float32" else []
         extras += ["scan=True"] if self.scan else []
         return " ".join([key, *extras])
+
+    @classmethod
+    def of(cls, report: dict) -> "Placement":
+        """The placement a fitting compile's report was made with."""
+        model, config = report["config"]["model"], report["config"]
+        remat = model.get("remat_policy", "full") if model.get("remat") == "True" else "none"
+        return cls(
+            report["target"],
+            report["mesh"]["fsdp"],
+            remat,
+            config.get("accum_steps", 1),
+            config.get("adam_mu_dtype", "float32"),
+            model.get("scan") == "True",
+        )
 
     def options(self) -> dict:
         """apply_mesh_options' arguments."""
@@ -256,7 +277,11 @@ def core_days(report: dict) -> float | None:
 def cheapest_and_fastest(cache: Cache, spec: str) -> tuple[str | None, str | None]:
     """Keys of the compiled TPU placements of `spec` with the fewest core-days,
     and the fewest days of wall time within FASTEST_BUDGET × those core-days."""
-    priced = {k: r for k, r in cache.fitting(spec, "tpu-").items() if core_days(r)}
+    priced = {
+        k: r
+        for k, r in cache.fitting(spec, "tpu-").items()
+        if core_days(r) and " dtype=config" in k  # The config's numerics only.
+    }
     if not priced:
         return None, None
     cheapest = min(priced, key=lambda k: core_days(priced[k]))
@@ -525,8 +550,13 @@ def mfu_bounds(cache: Cache, plan: list[dict]) -> list[str]:
         "the MXU's 128-wide tiles, 256), element-wise work in float32 on v3 (layer norms, "
         "GELU, softmax, Adam) and collectives.",
         "",
-        "| run | cheapest | MFU≤ | recompute | HFU≤ | collective MiB per step |",
-        "|---|---|---|---|---|---|",
+        "bf16 compute: the same placement compiled with bfloat16 activations (weights and "
+        "Adam's state float32; `--dtype-study`), which changes the numerics and so is not a "
+        "placement of the plan: the MFU bound it reaches, and its recompute.",
+        "",
+        "| run | cheapest | MFU≤ | recompute | HFU≤ | collective MiB per step "
+        "| bf16 compute: MFU≤ (recompute) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for entry in plan:
         row = entry["row"]
@@ -538,11 +568,17 @@ def mfu_bounds(cache: Cache, plan: list[dict]) -> list[str]:
         report = compiles[cheapest]
         ratio = flops_ratio(report)
         moved = sum(c["bytes"] for c in report["collectives"].values()) / 2**20
+        bf16 = compiles.get(cheapest.replace(" dtype=config", " dtype=bfloat16"), {})
+        bf16_cell = (
+            f"{100 * bf16['mfu_bound']:.0f}% ({flops_ratio(bf16):.2f})"
+            if bf16.get("fits") and bf16.get("mfu_bound")
+            else ("does not fit" if bf16 else "")
+        )
         lines.append(
             f"| {row['model']} {row['dataset']} | {report['target'].removeprefix('tpu-')} "
             f"{'×'.join(str(v) for v in report['mesh'].values())} "
             f"| {100 * report['mfu_bound']:.0f}% | {ratio:.2f} "
-            f"| {100 * report['mfu_bound'] * ratio:.0f}% | {moved:,.0f} |"
+            f"| {100 * report['mfu_bound'] * ratio:.0f}% | {moved:,.0f} | {bf16_cell} |"
         )
     return lines
 
@@ -566,6 +602,10 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--mu-study", action="store_true",
         help=f"compile the smallest placement of {MU_STUDY} with Adam's μ in bfloat16",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dtype-study", action="store_true",
+        help=f"compile the cheapest placement of {DTYPE_STUDY} with bfloat16 compute",
     )  # fmt: skip
     parser.add_argument(
         "--start-tpu", default=TPU_SLICES[0], choices=TPU_SLICES,

@@ -31,15 +31,41 @@ def _report(target, devices, seconds, fits=True):
 
 def test_cheapest_and_fastest_within_budget():
     cache = pod_plan.Cache.__new__(pod_plan.Cache)
+    reports = {
+        "tpu-v3-8 | a": _report("tpu-v3-8", 8, 2.0),  # 185 core-days.
+        "tpu-v3-32 | b": _report("tpu-v3-32", 32, 0.45),  # 167: cheapest.
+        "tpu-v3-128 | c": _report("tpu-v3-128", 128, 0.125),  # 185, 1.4 days.
+        "tpu-v3-512 | d": _report("tpu-v3-512", 512, 0.05),  # 296: over budget.
+        "tpu-v3-256 | e": _report("tpu-v3-256", 256, 0.01, fits=False),
+        "h100x8 | f": _report("h100x8", 8, 0.01),  # Not a TPU.
+    }
+    cache.data = {"compiles": {f"{SPEC} | {k} dtype=config": r for k, r in reports.items()}}
+    cheapest, fastest = pod_plan.cheapest_and_fastest(cache, SPEC)
+    assert cheapest.endswith("| b dtype=config") and fastest.endswith("| c dtype=config")
+
+
+def test_bfloat16_compute_is_never_a_placement():
+    # It changes the numerics: the plan prices only the config's dtype.
+    cache = pod_plan.Cache.__new__(pod_plan.Cache)
     cache.data = {
         "compiles": {
-            f"{SPEC} | tpu-v3-8 | a": _report("tpu-v3-8", 8, 2.0),  # 185 core-days.
-            f"{SPEC} | tpu-v3-32 | b": _report("tpu-v3-32", 32, 0.45),  # 167: cheapest.
-            f"{SPEC} | tpu-v3-128 | c": _report("tpu-v3-128", 128, 0.125),  # 185, 1.4 days.
-            f"{SPEC} | tpu-v3-512 | d": _report("tpu-v3-512", 512, 0.05),  # 296: over budget.
-            f"{SPEC} | tpu-v3-256 | e": _report("tpu-v3-256", 256, 0.01, fits=False),
-            f"{SPEC} | h100x8 | f": _report("h100x8", 8, 0.01),  # Not a TPU.
+            f"{SPEC} | tpu-v3-8 | fsdp=1 remat=False dtype=config": _report("tpu-v3-8", 8, 2.0),
+            f"{SPEC} | tpu-v3-8 | fsdp=1 remat=False dtype=bfloat16": _report("tpu-v3-8", 8, 1.0),
         }
     }
     cheapest, fastest = pod_plan.cheapest_and_fastest(cache, SPEC)
-    assert cheapest.endswith("| b") and fastest.endswith("| c")
+    assert cheapest == fastest and cheapest.endswith("dtype=config")
+
+
+def test_placement_of_a_report_gives_back_its_key():
+    # Every fitting TPU compile in the committed plan: its report rebuilds its key.
+    cache = pod_plan.Cache(reuse=True)
+    checked = 0
+    for key, report in cache.data["compiles"].items():
+        if report["fits"] and report["platform"] == "tpu":
+            spec, _, rest = key.partition(" | ")
+            dtype = rest.split(" dtype=")[1].split()[0]
+            placement = pod_plan.Placement.of(report)
+            assert placement.key(spec, None if dtype == "config" else dtype) == key
+            checked += 1
+    assert checked > 30
