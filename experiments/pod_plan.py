@@ -471,9 +471,23 @@ def paper_checks(cache: Cache, plan: list[dict]) -> list[str]:
     return lines
 
 
+STUDY_VALUES = {"scan": (False, True), "mu_dtype": ("float32", "bfloat16")}
+
+
+def study_variants(cache: Cache, plan: list[dict], study_rows, field: str):
+    """(run name, placement text, value of `field`, report) for each compiled
+    variant of the study rows' smallest placements, `field` over STUDY_VALUES."""
+    for placement, spec in study_placements(plan, study_rows):
+        for value in STUDY_VALUES[field]:
+            key = dataclasses.replace(placement, **{field: value}).key(spec, None)
+            if key in cache.data["compiles"]:
+                name = spec.split(":")[1].split(",epochs")[0]
+                where = f"{placement.target} fsdp {placement.fsdp} remat {placement.remat}"
+                yield name, where, value, cache.data["compiles"][key]
+
+
 def scan_study(cache: Cache, plan: list[dict]) -> list[str]:
     """Unrolled against scanned blocks on the SCAN_STUDY rows."""
-    compiles = cache.data["compiles"]
     lines = [
         "## Scanning over the encoder blocks (`scan=True`)",
         "",
@@ -481,21 +495,14 @@ def scan_study(cache: Cache, plan: list[dict]) -> list[str]:
         "| XLA FLOPs / model FLOPs |",
         "|---|---|---|---|---|---|---|",
     ]
-    for placement, spec in study_placements(plan, SCAN_STUDY):
-        for scanned in (False, True):
-            key = dataclasses.replace(placement, scan=scanned).key(spec, None)
-            report = compiles.get(key)
-            if not report:
-                continue
-            name = spec.split(":")[1].split(",epochs")[0]
-            where = f"{placement.target} fsdp {placement.fsdp} remat {placement.remat}"
-            memory = report["memory"].get("total_bytes")
-            lines.append(
-                f"| {name} | {where} | {'scanned' if scanned else 'unrolled'} "
-                f"| {report['compile_seconds']:.0f} | {_gib(memory) if memory else 'does not fit'} "
-                f"| {report.get('cost_model_step_seconds', float('nan')):.2f} "
-                f"| {flops_ratio(report):.2f} |"
-            )
+    for name, where, scanned, report in study_variants(cache, plan, SCAN_STUDY, "scan"):
+        memory = report["memory"].get("total_bytes")
+        lines.append(
+            f"| {name} | {where} | {'scanned' if scanned else 'unrolled'} "
+            f"| {report['compile_seconds']:.0f} | {_gib(memory) if memory else 'does not fit'} "
+            f"| {report.get('cost_model_step_seconds', float('nan')):.2f} "
+            f"| {flops_ratio(report):.2f} |"
+        )
     lines += [
         "",
         "Compile times are of single compiles on a 2-core x86-64 CPU shared with other "
@@ -508,20 +515,14 @@ def scan_study(cache: Cache, plan: list[dict]) -> list[str]:
 
 def mu_study(cache: Cache, plan: list[dict]) -> list[str]:
     """Adam's first moment in float32 against bfloat16 on the MU_STUDY rows."""
-    compiles = cache.data["compiles"]
     lines = [
         "## Adam's first moment in bfloat16 (`adam_mu_dtype`)",
         "",
         "| run | placement | μ dtype | state (arguments) GiB | memory GiB | step s (cost model) |",
         "|---|---|---|---|---|---|",
     ]
-    for placement, spec in study_placements(plan, MU_STUDY):
-        for mu_dtype in ("float32", "bfloat16"):
-            report = compiles.get(dataclasses.replace(placement, mu_dtype=mu_dtype).key(spec, None))
-            if not report or not report["fits"]:
-                continue
-            name = spec.split(":")[1].split(",epochs")[0]
-            where = f"{placement.target} fsdp {placement.fsdp} remat {placement.remat}"
+    for name, where, mu_dtype, report in study_variants(cache, plan, MU_STUDY, "mu_dtype"):
+        if report["fits"]:
             lines.append(
                 f"| {name} | {where} | {mu_dtype} | {_gib(report['memory']['arguments_bytes'])} "
                 f"| {_gib(report['memory']['total_bytes'])} "
