@@ -1,7 +1,7 @@
 """Study 1 — pre-training data size (Sec. 4.3, Fig. 4).
 
 Fig. 4's protocol at CPU scale: the baseline ViT (configs/fashion_mnist.py's
-6×64 on 4×4 patches) and a BiT ResNet of similar cost pre-trained on the
+architecture at width 64, on 4×4 patches) and a BiT ResNet of similar cost pre-trained on the
 first 1k, 3k, 10k or all 30k training images of Fashion-MNIST's classes 0-4,
 every subset with the same recipe and the same number of steps (no
 regularisation tuned per size), and scored by 5-shot linear probes on
@@ -243,7 +243,7 @@ def notes(setting) -> str:
         f"Pre-training on `{UPSTREAM}` (the first N training images of Fashion-MNIST's "
         "T-shirt/top, Trouser, Pullover, Dress, Coat), for every model and size the same "
         f"{steps} Adam steps at batch {batch} with configs/fashion_mnist.py's recipe (warm-up "
-        "then cosine decay, decoupled weight decay, clipping at 1, shift and flip); no "
+        "then cosine decay, decoupled weight decay, clipping at 1, horizontal flips); no "
         f"regularisation tuned per size. Epochs per subset: {epochs}. "
         f"The trainer probes the frozen pre-logits every {every} steps ({PROBES} probes, the last "
         f"at the end): {SHOTS}-shot ridge regression (vit_jax.evaluate.fewshot, mean of three "
