@@ -69,3 +69,32 @@ def test_placement_of_a_report_gives_back_its_key():
             assert placement.key(spec, None if dtype == "config" else dtype) == key
             checked += 1
     assert checked > 30
+
+
+def _dot(lhs: str, rhs: str, contracting: str, batching: str = "") -> str:
+    batch = f"batching_dims = {batching}, " if batching else ""
+    return (
+        f"%0 = stablehlo.dot_general %a, %b, {batch}contracting_dims = {contracting}, "
+        f"precision = [DEFAULT, DEFAULT] : (tensor<{lhs}xf32>, tensor<{rhs}xf32>) -> tensor<1xf32>"
+    )
+
+
+def test_mxu_tile_efficiency_by_hand():
+    # A projection of 197 tokens by a 768×768 weight fills the 128-wide tiles.
+    projection = _dot("1x197x768", "768x768", "[2] x [0]")
+    assert pod_plan.mxu_tile_efficiency(projection) == 1.0
+    # Attention's scores: 12 heads contract over 64 (tiled to 128); of the two
+    # 197-token output sides one is tiled to 256: 64/128 × 197/256.
+    scores = _dot("1x197x12x64", "1x197x12x64", "[3] x [3]", "[0, 2] x [0, 2]")
+    assert abs(pod_plan.mxu_tile_efficiency(scores) - 64 / 128 * 197 / 256) < 1e-12
+    # Together: weighted by FLOPs (12 × 197² × 64 against 197 × 768²).
+    useful = 197 * 768 * 768 + 12 * 197 * 197 * 64
+    padded = 197 * 768 * 768 + 12 * 197 * 256 * 128
+    both = projection + "\n" + scores
+    assert abs(pod_plan.mxu_tile_efficiency(both) - useful / padded) < 1e-12
+
+
+def test_mxu_tile_efficiency_of_real_models():
+    # Narrow toy widths waste most of the tile; ViT-B/16's attention costs a few percent.
+    assert pod_plan.model_mxu_tile_efficiency("testing", 32) < 0.1
+    assert 0.9 < pod_plan.model_mxu_tile_efficiency("ViT-B_16", 224) < 0.99
