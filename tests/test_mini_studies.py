@@ -58,3 +58,18 @@ def test_seeds_must_be_integers(toy_dirs):
     work_dir, out_dir, data_dir = toy_dirs
     with pytest.raises(SystemExit, match="integers separated by commas"):
         main(["posemb", "--toy", "--seeds=zero", f"--workdir={work_dir}", f"--data_dir={data_dir}"])
+
+
+def test_rates_of_the_study_models(toy_dirs, tmp_path):
+    from experiments.mini import rates
+
+    data_dir = toy_dirs[2]
+    labels = list(rates.study_models())
+    assert labels[0] == "ViT-64x6/4"  # The studies' ViT: the config's architecture at width 64.
+    assert {"ViT", "BiT", "hybrid"} == {m.family for m in rates.study_models().values()}
+    out = tmp_path / "rates.json"
+    rates.main(["--toy", "--only=BiT-R1-1-1", "--steps=2",
+                f"--data_dir={data_dir}", f"--out={out}"])  # fmt: skip
+    record = json.loads(out.read_text())
+    assert list(record["rates"]) == ["BiT-R1-1-1x0.5"] and record["rates"]["BiT-R1-1-1x0.5"] > 0
+    assert len(record["revision"]) == 40 and record["hardware"]["cores"] >= 1

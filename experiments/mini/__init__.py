@@ -1,4 +1,4 @@
-"""The one-machine reproduction of the paper's claims (issue 8).
+"""The one-machine reproduction of the paper's claims.
 
     python -m experiments.mini STUDY [--toy] [--seeds=0,1,2] [--out=experiments/results]
 
