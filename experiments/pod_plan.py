@@ -477,16 +477,25 @@ def paper_checks(cache: Cache, plan: list[dict]) -> list[str]:
 STUDY_VALUES = {"scan": (False, True), "mu_dtype": ("float32", "bfloat16")}
 
 
+def scan_study_slices(placement: Placement) -> list[Placement]:
+    """`placement` on its slice and the larger ones: the scanned step may need
+    more memory than the unrolled one, and is compared where both fit."""
+    larger = TPU_SLICES[TPU_SLICES.index(placement.target) :]
+    return [dataclasses.replace(placement, target=target) for target in larger]
+
+
 def study_variants(cache: Cache, plan: list[dict], study_rows, field: str):
     """(run name, placement text, value of `field`, report) for each compiled
     variant of the study rows' smallest placements, `field` over STUDY_VALUES."""
-    for placement, spec in study_placements(plan, study_rows):
-        for value in STUDY_VALUES[field]:
-            key = dataclasses.replace(placement, **{field: value}).key(spec, None)
-            if key in cache.data["compiles"]:
-                name = spec.split(":")[1].split(",epochs")[0]
-                where = f"{placement.target} fsdp {placement.fsdp} remat {placement.remat}"
-                yield name, where, value, cache.data["compiles"][key]
+    for smallest, spec in study_placements(plan, study_rows):
+        slices = scan_study_slices(smallest) if field == "scan" else [smallest]
+        for placement in slices:
+            for value in STUDY_VALUES[field]:
+                key = dataclasses.replace(placement, **{field: value}).key(spec, None)
+                if key in cache.data["compiles"]:
+                    name = spec.split(":")[1].split(",epochs")[0]
+                    where = f"{placement.target} fsdp {placement.fsdp} remat {placement.remat}"
+                    yield name, where, value, cache.data["compiles"][key]
 
 
 def scan_study(cache: Cache, plan: list[dict]) -> list[str]:
@@ -499,19 +508,26 @@ def scan_study(cache: Cache, plan: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for name, where, scanned, report in study_variants(cache, plan, SCAN_STUDY, "scan"):
-        memory = report["memory"].get("total_bytes")
+        memory = report["memory"]
+        fit = (
+            _gib(memory["total_bytes"])
+            if report["fits"]
+            else f"does not fit: needs {_gib(memory.get('required_bytes', 0))}"
+        )
         lines.append(
             f"| {name} | {where} | {'scanned' if scanned else 'unrolled'} "
-            f"| {report['compile_seconds']:.0f} | {_gib(memory) if memory else 'does not fit'} "
+            f"| {report['compile_seconds']:.0f} | {fit} "
             f"| {report.get('cost_model_step_seconds', float('nan')):.2f} "
             f"| {flops_ratio(report):.2f} |"
         )
     lines += [
         "",
-        "Compile times are of single compiles on a 2-core x86-64 CPU shared with other "
-        "work (the unrolled ones from earlier runs of this plan): an indication, not a "
-        "benchmark. A ratio far below 1 is XLA costing the layer loop's body once: the "
-        "scanned step time is then not comparable.",
+        "Where the scanned step does not fit the row's smallest placement, both are "
+        "compiled again on the next larger slices until both fit. Compile times are of "
+        "single compiles on a 2-core x86-64 CPU shared with other work (the unrolled ones "
+        "from earlier runs of this plan); one that does not fit stops at the buffer "
+        "assignment and its time is not a compile time. A ratio far below 1 is XLA costing "
+        "the layer loop's body once: the scanned step time is then not comparable.",
     ]
     return lines
 
@@ -714,8 +730,12 @@ def main(argv=None) -> None:
             save()
     if args.scan_study:
         for placement, spec in study_placements(plan, SCAN_STUDY):
-            cache.compile(spec, dataclasses.replace(placement, scan=True), None)
-            save()
+            for at in scan_study_slices(placement):
+                unrolled = cache.compile(spec, at, None)
+                scanned = cache.compile(spec, dataclasses.replace(at, scan=True), None)
+                save()
+                if scanned["fits"] and unrolled["fits"]:
+                    break
     save()
     print(f"Wrote {MD_PATH} and {JSON_PATH}.")
 
