@@ -283,7 +283,9 @@ def cheapest_and_fastest(cache: Cache, spec: str) -> tuple[str | None, str | Non
     priced = {
         k: r
         for k, r in cache.fitting(spec, "tpu-").items()
-        if core_days(r) and " dtype=config" in k  # The config's numerics only.
+        # The config's numerics only; a scanned step's cost counts one block (XLA
+        # costs the layer loop's body once), so it is compared, never priced.
+        if core_days(r) and " dtype=config" in k and " scan=True" not in k
     }
     if not priced:
         return None, None
@@ -736,6 +738,19 @@ def main(argv=None) -> None:
                 save()
                 if scanned["fits"] and unrolled["fits"]:
                     break
+    if args.mu_study:
+        for placement, spec in study_placements(plan, MU_STUDY):
+            cache.compile(spec, dataclasses.replace(placement, mu_dtype="bfloat16"), None)
+            save()
+    if args.dtype_study:
+        for entry in plan:
+            row = entry["row"]
+            cheapest, _ = cheapest_and_fastest(cache, row["spec"])
+            if row["kind"] == "pre-train" and (row["model"], row["dataset"]) in DTYPE_STUDY:
+                if cheapest:
+                    placement = Placement.of(cache.data["compiles"][cheapest])
+                    cache.compile(row["spec"], placement, "bfloat16")
+                    save()
     save()
     print(f"Wrote {MD_PATH} and {JSON_PATH}.")
 

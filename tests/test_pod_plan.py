@@ -44,13 +44,16 @@ def test_cheapest_and_fastest_within_budget():
     assert cheapest.endswith("| b dtype=config") and fastest.endswith("| c dtype=config")
 
 
-def test_bfloat16_compute_is_never_a_placement():
-    # It changes the numerics: the plan prices only the config's dtype.
+def test_bfloat16_compute_and_scan_are_never_priced():
+    # bf16 changes the numerics; a scanned step's cost model counts one block.
     cache = pod_plan.Cache.__new__(pod_plan.Cache)
     cache.data = {
         "compiles": {
             f"{SPEC} | tpu-v3-8 | fsdp=1 remat=False dtype=config": _report("tpu-v3-8", 8, 2.0),
             f"{SPEC} | tpu-v3-8 | fsdp=1 remat=False dtype=bfloat16": _report("tpu-v3-8", 8, 1.0),
+            f"{SPEC} | tpu-v3-8 | fsdp=1 remat=False dtype=config scan=True": _report(
+                "tpu-v3-8", 8, 0.2
+            ),
         }
     }
     cheapest, fastest = pod_plan.cheapest_and_fastest(cache, SPEC)
