@@ -1,6 +1,6 @@
 """Study 8 — the analysis figures of Sec. 4.5 (Fig. 6 and 7) on a trained model.
 
-The baseline ViT (configs/fashion_mnist.py's architecture at width 64, 4 heads, 4×4
+The baseline ViT (configs/fashion_mnist.py's 6×64 with 4 heads on 4×4
 patches, a 7×7 grid) trained on Fashion-MNIST's 60k images with the
 baseline's recipe for 470, 940 and 1,880 steps (each its own schedule: the
 distance tracked over training), three seeds, analysed through

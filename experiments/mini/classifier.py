@@ -1,7 +1,7 @@
 """Study 4 — class token vs. global average pooling (App. D.3, Fig. 9).
 
-The baseline ViT (configs/fashion_mnist.py's recipe and architecture, at
-width 64) with either classifier runs the whole learning-rate grid with every seed, pre-trained on
+The baseline ViT (configs/fashion_mnist.py's model and recipe) with either
+classifier runs the whole learning-rate grid with every seed, pre-trained on
 Fashion-MNIST's classes 0-4 for half the baseline's length; rates are judged
 on a held-out slice of the training set (train[27000:], as the paper
 selects hyper-parameters on held-out data) and the test set is only reported.

@@ -1,7 +1,7 @@
 """Study 1 — pre-training data size (Sec. 4.3, Fig. 4).
 
 Fig. 4's protocol at CPU scale: the baseline ViT (configs/fashion_mnist.py's
-architecture at width 64, on 4×4 patches) and a BiT ResNet of similar cost pre-trained on the
+6×64 on 4×4 patches) and a BiT ResNet of similar cost pre-trained on the
 first 1k, 3k, 10k or all 30k training images of Fashion-MNIST's classes 0-4,
 every subset with the same recipe and the same number of steps (no
 regularisation tuned per size), and scored by 5-shot linear probes on

@@ -1,6 +1,6 @@
 """Study 3 — position embeddings (App. D.4, Table 8).
 
-The baseline ViT (configs/fashion_mnist.py's architecture at width 64, on 4×4 patches, a 7×7
+The baseline ViT (configs/fashion_mnist.py's 6×64 on 4×4 patches, a 7×7
 grid) pre-trained on Fashion-MNIST's classes 0-4 with no, 1-D, 2-D or
 relative position information (vit_jax.models.vit: AddPositionEmbs with
 posemb none, learn_1d or learn_2d; "relative" is App. D.4's relative
@@ -86,7 +86,7 @@ def run(setting) -> report.StudyResult:
         ylabel="accuracy (%)",
     )
     notes = (
-        f"{MODEL.label} (configs/fashion_mnist.py's recipe and architecture, at width 64), "
+        f"{MODEL.label} (configs/fashion_mnist.py's model and recipe), "
         f"{setting.steps(1880)} steps at batch 128 on the 30k images of classes 0-4; "
         "few-shot: ridge probe on frozen pre-logits, 5 images per class, mean over 3 draws, "
         "scored on the 5,000 test images of classes 5-9; 'untrained' is the same probe of "

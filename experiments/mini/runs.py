@@ -35,8 +35,8 @@ EVAL_BATCH = 512
 # Fashion-MNIST's classes 0-4 (T-shirt/top, Trouser, Pullover, Dress, Coat;
 # 30k training images), so that classes 5-9 (Sandal, Shirt, Sneaker, Bag,
 # Ankle boot) stay a target pre-training never saw. 1,880 steps at batch 128
-# are 8 epochs of those 30k images: the width-64 ViT's from-scratch curve
-# (results/fashion_mnist_6x64.json) is within a point of its end by 8 epochs.
+# are 8 epochs of those 30k images, as many epochs as the config's full run
+# (whose accuracy curve has flattened by then, experiments/README.md).
 UPSTREAM = "fashion_mnist/classes_0-4"
 TARGET = "fashion_mnist/classes_5-9"
 UPSTREAM_CLASSES = TARGET_CLASSES = 5
@@ -178,8 +178,8 @@ def base_config(
 
 def pretrain_config(setting: Setting, model: MiniModel, *, lr: float | None = None, **kwargs):
     """The baseline's recipe (configs/fashion_mnist.py): Adam (0.9, 0.999),
-    decoupled weight decay, warm-up over an eighth of the steps (one epoch of
-    PRETRAIN_STEPS' eight) then its decay, clipping at 1; `lr` overrides its rate.
+    decoupled weight decay, warm-up over an eighth of the steps (the config's
+    one epoch of eight) then its decay, clipping at 1; `lr` overrides its rate.
     Defaults: UPSTREAM, PRETRAIN_STEPS at PRETRAIN_BATCH, 28 px."""
     kwargs = dict(
         dict(dataset=UPSTREAM, steps=PRETRAIN_STEPS, image_size=28, batch_size=PRETRAIN_BATCH),

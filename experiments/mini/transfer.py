@@ -148,8 +148,7 @@ def run(setting) -> report.StudyResult:
     )
     rates = {(r["method"], r["labels"]): r["lr"] for r in records if r["lr"] is not None}
     notes = (
-        "Pre-training: configs/fashion_mnist.py's recipe and architecture, at width 64, on "
-        "the 30k images of "
+        "Pre-training: configs/fashion_mnist.py's model and recipe on the 30k images of "
         f"classes 0-4; target runs: {setting.steps(TARGET_STEPS)} steps at batch 64 on the "
         "first 5 × labels training images of classes 5-9 (about that many per class), "
         "fine-tuning with SGD (Table 4's recipe), scratch with the pre-training recipe; "
