@@ -20,6 +20,7 @@ import tempfile
 
 from experiments.fashion_mnist import provenance
 from experiments.mini import STUDIES
+from experiments.mini.provenance import code_revision
 from experiments.mini.runs import Setting, pretrain_config
 from vit_jax.train import train_and_evaluate
 
@@ -65,6 +66,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     setting = Setting(toy=args.toy, seeds=(0,), out_dir="", work_dir="", data_dir=args.data_dir)
     record = {"command": "python -m experiments.mini.rates", **provenance(), "rates": {}}
+    # The code that ran ('+dirty' when uncommitted), as the studies record it:
+    # results written beside it by other runs do not count.
+    record["revision"] = code_revision(".")
+    del record["clean"]
     loads = []
     for label, model in study_models().items():
         if args.only not in label:
