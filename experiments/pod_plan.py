@@ -1,9 +1,11 @@
 """The pod view of the paper's experiments: for every pre-training row of Tables
-2/3/6 and the fine-tuning rows of Tables 2/4 at 384/512 px, the smallest TPU v3
-slice (the paper's hardware) and the smallest H100 count on which the real
-training step fits at the paper's batch, with the mesh and remat that make it
-fit, XLA's cost-model step time (TPU) and the core-days it implies beside
-Table 2's.
+2/3/6 and the fine-tuning rows of Tables 2/4 at 384/512 px, the smallest,
+the cheapest (core-days) and the fastest TPU v3 placement (the paper's
+hardware) and the smallest H100 count on which the real training step fits at
+the paper's batch, with the mesh, remat policy, gradient accumulation and
+Adam μ dtype, XLA's cost-model step time (TPU) and the core-days it implies
+beside Table 2's; then the paper's hardware statements checked, the scan,
+μ-dtype and bf16-compute studies, and what bounds each ViT row's MFU.
 
     python -m experiments.pod_plan                       # compile everything again
     python -m experiments.pod_plan --reuse               # take compiles from the JSON
