@@ -52,8 +52,9 @@ CLAIM = evidence.Claim(
     ),
 )
 COST = (
-    "~115 CPU-minutes on 2 cores (9 rate-sweep runs of 470 steps, then 3 families × "
-    "2 sizes × 2 lengths × 2 seeds: 28k steps at batch 128)"
+    "~240 CPU-minutes on 2 cores: 9 rate-sweep runs of 470 steps, then 3 families × 2 sizes "
+    "× 2 lengths × 2 seeds (28k steps at batch 128) at each model's measured rate "
+    "(1.46-3.53 steps/s, experiments/results/mini_rates.json)"
 )
 DEFAULT_SEEDS = (0, 1)
 MODELS = (

@@ -53,7 +53,11 @@ CLAIM = evidence.Claim(
         "when ViT's slope is resolved as shallower or ViT leads at the smallest size"
     ),
 )
-COST = "~110 CPU-minutes on 2 cores (24 runs of 1,880 steps at batch 128, 8 probes each)"
+COST = (
+    "~310 CPU-minutes on 2 cores: 12 runs each of ViT-64x6/4 (1.89 steps/s) and "
+    "BiT-R1-1-1x0.5 (3.53 steps/s) of 1,880 steps at batch 128, plus 8 probes a run (rates: "
+    "experiments/results/mini_rates.json)"
+)
 DEFAULT_SEEDS = (0, 1, 2)
 MODELS = (baseline(), bit((1, 1, 1), 0.5))
 SIZES = (1_000, 3_000, 10_000, 30_000)

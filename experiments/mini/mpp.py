@@ -42,8 +42,9 @@ CLAIM = evidence.Claim(
 )
 FLAT = 0.02
 COST = (
-    "~100 CPU-minutes on 2 cores (study 6's runs, shared, plus 3 masked-patch pre-trainings "
-    "of 5,640 steps at batch 128 and their fine-tunings)"
+    "~160 CPU-minutes on 2 cores: 3 masked-patch pre-trainings of 5,640 steps at batch 128 "
+    "(150 min at 1.89 steps/s, experiments/results/mini_rates.json) and their fine-tunings, "
+    "plus study 6's runs (shared)"
 )
 DEFAULT_SEEDS = (0, 1, 2)
 OBJECTIVE = "masked_patch_prediction"

@@ -38,7 +38,10 @@ CLAIM = evidence.Claim(
     ),
 )
 EQUAL_MARGIN = 0.01  # One point: Table 8's kinds lie within 0.2, its none gap is 2.6-2.8.
-COST = "~75 CPU-minutes on 2 cores (4 kinds × 3 seeds of 1,880 steps at batch 128)"
+COST = (
+    "~200 CPU-minutes on 2 cores: 4 kinds × 3 seeds of 1,880 steps at batch 128 at "
+    "1.89 steps/s (experiments/results/mini_rates.json), plus the probes"
+)
 DEFAULT_SEEDS = (0, 1, 2)
 KINDS = ("none", "learn_1d", "learn_2d", "relative")
 MODEL = baseline()

@@ -43,8 +43,10 @@ CLAIM = evidence.Claim(
 )
 MARGIN = 0.005
 COST = (
-    "~90 CPU-minutes on 2 cores (per seed: 1,880 steps at 16 px, 470 fine-tuning steps at "
-    "16 and at 28 px, 2,350 steps at 28 px from scratch; 4 rate-sweep runs)"
+    "~80 CPU-minutes on 2 cores for the 8,930 steps at 28 px (1.89 steps/s, "
+    "experiments/results/mini_rates.json) plus 7,520 steps at 16 px (16 tokens instead of "
+    "49, not measured): per seed 1,880 steps at 16 px, 470 fine-tuning steps at 16 and at "
+    "28 px, 2,350 steps at 28 px from scratch; 2 more rate-sweep runs"
 )
 DEFAULT_SEEDS = (0, 1, 2)
 MODEL = baseline()

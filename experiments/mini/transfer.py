@@ -42,8 +42,9 @@ CLAIM = evidence.Claim(
     ),
 )
 COST = (
-    "~60 CPU-minutes on 2 cores (3 pre-trainings of 1,880 steps shared with study 3; "
-    "per label count and method a 2-rate sweep, then 3 seeds, of 300 steps at batch 64)"
+    "~80 CPU-minutes on 2 cores: 3 pre-trainings of 1,880 steps (50 min at 1.89 steps/s, "
+    "experiments/results/mini_rates.json; shared with study 3) and, per label count and "
+    "method, a 2-rate sweep then 3 seeds of 300 steps at batch 64 (6,000 steps)"
 )
 DEFAULT_SEEDS = (0, 1, 2)
 MODEL = baseline()
