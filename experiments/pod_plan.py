@@ -605,6 +605,18 @@ def model_mxu_tile_efficiency(model_name: str, image_size: int) -> float:
     return mxu_tile_efficiency(forward.lower(params, images).as_text())
 
 
+# A TPU v3 chip's HBM moves 900 GB/s for its two cores (Jouppi et al., "A
+# domain-specific supercomputer for training deep neural networks", CACM 2020).
+V3_HBM_BYTES_PER_SECOND = 900e9 / 2
+V3_RIDGE = 61.5e12 / V3_HBM_BYTES_PER_SECOND  # FLOP per byte where a core turns compute-bound.
+
+
+def hbm_share(report: dict) -> float:
+    """The step's bytes accessed at a v3 core's HBM bandwidth ÷ the cost model's step."""
+    seconds = report["bytes_accessed_per_device"] / V3_HBM_BYTES_PER_SECOND
+    return seconds / report["cost_model_step_seconds"]
+
+
 def mfu_bounds(cache: Cache, plan: list[dict]) -> list[str]:
     """Each ViT pre-training row's cheapest placement: its MFU bound and what
     the compiled program says about it."""
@@ -612,25 +624,30 @@ def mfu_bounds(cache: Cache, plan: list[dict]) -> list[str]:
     lines = [
         "## MFU bound of the ViT pre-training rows at their cheapest placement",
         "",
-        "recompute = XLA's FLOPs ÷ the model's (3 × forward): remat's or the compiler's "
+        "What the compiled program says about each row's bound, column by column:",
+        "",
+        "- recompute = XLA's FLOPs ÷ the model's (3 × forward): remat's or the compiler's "
         "own rematerialisation; HFU≤ = MFU≤ × recompute, the share of peak the cost model "
-        "gives the work the program does. Below 60% with little recompute, what is left is "
-        "the cost model's time for the work itself: attention at 197 tokens (padded to "
-        "the MXU's 128-wide tiles, 256), element-wise work in float32 on v3 (layer norms, "
-        "GELU, softmax, Adam) and collectives.",
-        "",
-        "bf16 compute: the same placement compiled with bfloat16 activations (weights and "
-        "Adam's state float32; `--dtype-study`), which changes the numerics and so is not a "
-        "placement of the plan: the MFU bound it reaches, and its recompute.",
-        "",
-        "MXU tiles: the share of the matrix unit's work that is useful in the forward "
+        "gives the work the program does.",
+        "- MXU tiles: the share of the matrix unit's work that is useful in the forward "
         "pass's dots when each contraction and one output side is rounded up to the "
         "128-wide MXU (`mxu_tile_efficiency`, from the model's lowered program): what "
         "attention's 64-wide heads and 197 tokens cost on the MXU.",
+        "- FLOP/B: XLA's FLOPs ÷ XLA's bytes accessed, the program's arithmetic intensity; "
+        f"a v3 core turns compute-bound above {V3_RIDGE:.0f} (61.5 TFLOP/s ÷ "
+        f"{V3_HBM_BYTES_PER_SECOND / 1e9:.0f} GB/s of HBM). HBM time: the bytes at that "
+        "bandwidth as a share of the cost model's step; the step is close to the sum over "
+        "the program's ops of the larger of their compute and memory times, so a share "
+        "near half or above means memory traffic (layer norms, softmax, GELU, residual "
+        "adds and the optimiser, in float32) bounds the step as much as the matrix unit does.",
+        "- collectives: the bytes the step's collectives move (static count).",
+        "- bf16 compute: the same placement compiled with bfloat16 activations (weights and "
+        "Adam's state float32; `--dtype-study`), which changes the numerics and so is not a "
+        "placement of the plan: the MFU bound it reaches, and its HBM time.",
         "",
-        "| run | cheapest | MFU≤ | recompute | HFU≤ | MXU tiles | collective MiB per step "
-        "| bf16 compute: MFU≤ (recompute) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | cheapest | MFU≤ | recompute | HFU≤ | MXU tiles | FLOP/B | HBM time "
+        "| collective MiB | bf16 compute: MFU≤ (HBM time) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     tiles = {}
     for entry in plan:
@@ -648,15 +665,17 @@ def mfu_bounds(cache: Cache, plan: list[dict]) -> list[str]:
         moved = sum(c["bytes"] for c in report["collectives"].values()) / 2**20
         bf16 = compiles.get(cheapest.replace(" dtype=config", " dtype=bfloat16"), {})
         bf16_cell = (
-            f"{100 * bf16['mfu_bound']:.0f}% ({flops_ratio(bf16):.2f})"
+            f"{100 * bf16['mfu_bound']:.0f}% ({100 * hbm_share(bf16):.0f}%)"
             if bf16.get("fits") and bf16.get("mfu_bound")
             else ("does not fit" if bf16 else "")
         )
+        intensity = report["xla_flops_per_device"] / report["bytes_accessed_per_device"]
         lines.append(
             f"| {row['model']} {row['dataset']} | {report['target'].removeprefix('tpu-')} "
             f"{'×'.join(str(v) for v in report['mesh'].values())} "
             f"| {100 * report['mfu_bound']:.0f}% | {ratio:.2f} "
             f"| {100 * report['mfu_bound'] * ratio:.0f}% | {100 * tiles[row['model']]:.0f}% "
+            f"| {intensity:.0f} | {100 * hbm_share(report):.0f}% "
             f"| {moved:,.0f} | {bf16_cell} |"
         )
     return lines

@@ -101,3 +101,11 @@ def test_mxu_tile_efficiency_of_real_models():
     # Narrow toy widths waste most of the tile; ViT-B/16's attention costs a few percent.
     assert pod_plan.model_mxu_tile_efficiency("testing", 32) < 0.1
     assert 0.9 < pod_plan.model_mxu_tile_efficiency("ViT-B_16", 224) < 0.99
+
+
+def test_hbm_share_and_ridge():
+    # Half a second of a v3 core's 450 GB/s in a one-second step; the ridge is
+    # where FLOPs at peak take as long as the bytes at that bandwidth.
+    report = {"bytes_accessed_per_device": 225e9, "cost_model_step_seconds": 1.0}
+    assert abs(pod_plan.hbm_share(report) - 0.5) < 1e-12
+    assert abs(pod_plan.V3_RIDGE * pod_plan.V3_HBM_BYTES_PER_SECOND - 61.5e12) < 1
