@@ -2,7 +2,7 @@
 
     python -m experiments.paper list
     python -m experiments.paper plan scaling [--only ViT-H] [--set field=value ...]
-    python -m experiments.paper plan pods [--reuse] [--only ViT-H_14]   # TPU slice, H100 count
+    python -m experiments.paper plan pods [--reuse] [--only ViT-H_14]   # TPU placements, H100s
     python -m experiments.paper run posemb --print-command       # the commands (default)
     python -m experiments.paper run posemb --local --tiny         # in-process, CPU-sized
     python -m experiments.paper run mpp --local --set total_steps=100 --set batch_size=64
@@ -13,8 +13,8 @@ Table 6's convention), the paper's published number for that cell and the time i
 TPUv3-core-days beside Table 2's where it gives one (and in days of a benchmarked
 device where experiments/bench measured the model). `plan pods` is the pod view
 (experiments/pod_plan.py): for every pre-training and high-resolution
-fine-tuning run, the smallest TPU v3 slice and H100 count where its step fits,
-from compiles. `run --local` trains each
+fine-tuning run, the smallest, cheapest and fastest TPU v3 placement and the
+smallest H100 count where its step fits, from compiles. `run --local` trains each
 run in turn in this process, at the config's scale or shrunk by --tiny (the
 'testing' ViT on digits, 2 steps) and/or --set.
 Work directories: workdirs/paper/<experiment>/<run>; a fine-tuning run reads the
