@@ -24,6 +24,7 @@ every compile, so an interrupted run keeps what it finished.
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import pathlib
@@ -596,6 +597,7 @@ def mxu_tile_efficiency(stablehlo_text: str, tile: int = MXU_TILE) -> float:
     return useful / padded if padded else float("nan")
 
 
+@functools.cache  # The table is re-rendered after every compile.
 def model_mxu_tile_efficiency(model_name: str, image_size: int) -> float:
     """mxu_tile_efficiency of `model_name`'s forward pass on one image."""
     model = get_model(model_name, num_classes=1000)
