@@ -21,7 +21,7 @@ import tempfile
 from experiments.fashion_mnist import provenance
 from experiments.mini import STUDIES
 from experiments.mini.provenance import code_revision
-from experiments.mini.runs import Setting, pretrain_config
+from experiments.mini.runs import Setting, logged_scalars, pretrain_config
 from vit_jax.train import train_and_evaluate
 
 OUT = "experiments/results/mini_rates.json"
@@ -40,20 +40,13 @@ def study_models() -> dict:
 
 def steps_per_second(setting: Setting, model, steps: int) -> float:
     """The trainer's steps/s between its logs at `steps` and 2 × `steps`."""
-    from tensorboard.backend.event_processing import event_accumulator
-    from tensorboard.util import tensor_util
-
     config = pretrain_config(setting, model, steps=2 * steps, seed=0)
     config.total_steps = 2 * steps  # Also at toy size, whose schedules are otherwise fixed.
     config.warmup_steps = 0
     config.log_every = steps
     with tempfile.TemporaryDirectory() as workdir:
         train_and_evaluate(config, workdir)
-        events = event_accumulator.EventAccumulator(workdir, size_guidance={"tensors": 0})
-        events.Reload()
-        last = events.Tensors("train/steps_per_sec")[-1]
-        assert last.step == 2 * steps, last.step
-        return float(tensor_util.make_ndarray(last.tensor_proto))
+        return logged_scalars(workdir)["train/steps_per_sec"][2 * steps]
 
 
 def main(argv=None) -> None:
