@@ -19,7 +19,8 @@ augmentation is a horizontal flip (clothes are left-right symmetric): in
 2-epoch trials on the full data (2 shared CPU cores, 2026-12-06) a random
 shift of up to 2 px as well cost 6 points (76.8% vs 82.6% at lr 1e-3), and
 lr 2e-3 beat 1e-3 (84.9%); 8 epochs with the shift reached 87.7%, still
-under-fitting (train loss 0.33).
+under-fitting (train loss 0.33). 12 epochs of this config reached 89.5%,
+still gaining at the end; hence 30.
 """
 
 import ml_collections
@@ -47,7 +48,7 @@ def get_config(arg=None):
     config.pp_eval = "value_range(-1,1)|onehot"
     config.batch_size = 128
     config.eval_batch_size = 500
-    config.total_epochs = 12.0  # 5,625 steps: about an hour on 2 shared CPU cores.
+    config.total_epochs = 30.0  # About 14,060 steps: about two hours on 2 CPU cores.
     config.total_steps = 0  # Length from total_epochs.
 
     config.lr = 2e-3
