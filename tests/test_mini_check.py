@@ -98,6 +98,26 @@ def test_a_result_whose_code_changed_after_fails_naming_the_files(repo):
     assert "stale" in status.line and "vit_jax/model.py" in status.line
 
 
+def test_the_code_fingerprint_that_names_cached_runs_follows_the_code_only(repo):
+    """Studies cache training runs under this fingerprint: a change to the
+    code, committed or not, or a new code file changes it; results and
+    markdown do not, and committing an unchanged tree does not."""
+    first = provenance.code_fingerprint(repo)
+    study_json(repo, provenance.code_revision(repo))
+    write(repo, "experiments/README.md", "# rewritten\n")
+    assert provenance.code_fingerprint(repo) == first
+    write(repo, "vit_jax/model.py", "WIDTH = 128\n")
+    edited = provenance.code_fingerprint(repo)
+    assert edited != first
+    git(repo, "commit", "-q", "-am", "wider")
+    assert provenance.code_fingerprint(repo) == edited
+    write(repo, "vit_jax/new_layer.py", "X = 1\n")
+    with_new_file = provenance.code_fingerprint(repo)
+    assert with_new_file != edited
+    write(repo, "vit_jax/new_layer.py", "X = 2\n")
+    assert provenance.code_fingerprint(repo) != with_new_file
+
+
 def test_a_missing_unknown_or_toy_result_fails(repo):
     missing = provenance.check_study(repo, "posemb", os.path.join(repo, "nothing.json"))
     assert not missing.ok and "missing" in missing.line

@@ -8,6 +8,7 @@ what ran). `python -m experiments.mini check` runs `check_results`.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -34,6 +35,23 @@ def code_revision(root: str) -> str:
         return "unknown"
     changed = _git(root, "status", "--porcelain", "--", *CODE_PATHS).stdout.strip()
     return head + (DIRTY if changed else "")
+
+
+def code_fingerprint(root: str) -> str:
+    """A hash of the files under CODE_PATHS as they are in the working tree
+    (tracked and untracked, not ignored), whether committed or not. A study's
+    training runs are cached under it, so a run made by other code is never
+    reused."""
+    names = _git(
+        root, "ls-files", "--cached", "--others", "--exclude-standard", "--", *CODE_PATHS
+    ).stdout.split("\n")
+    digest = hashlib.sha1()
+    for name in sorted(set(filter(None, names))):
+        path = os.path.join(root, name)
+        if os.path.isfile(path):  # A deleted tracked file is still listed.
+            with open(path, "rb") as f:
+                digest.update(f"{name}\0{hashlib.sha1(f.read()).hexdigest()}\n".encode())
+    return digest.hexdigest()[:10]
 
 
 def changed_code(root: str, revision: str) -> list[str]:

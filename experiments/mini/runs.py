@@ -3,12 +3,14 @@
 Every run is a config of the project's schema (`vit_jax.config.default_config`)
 trained in-process by `vit_jax.train.train_and_evaluate`, then scored by
 `vit_jax.evaluate` (top-1 accuracy, few-shot linear probe). A run's work
-directory is named by a hash of its config, so studies that need the same
-pre-training share it, and re-running a study resumes or reuses finished runs
-instead of training them again (the trainer is deterministic given the config).
+directory is named by a hash of its config and of the code, so studies that
+need the same pre-training share it, and re-running a study resumes or reuses
+finished runs instead of training them again (the trainer is deterministic
+given the config), but never a run that other code made.
 """
 
 import dataclasses
+import functools
 import hashlib
 import os
 import time
@@ -16,6 +18,7 @@ import time
 import jax
 import ml_collections
 
+from experiments.mini import provenance
 from experiments.mini.models import MiniModel, shrink
 from experiments.vtab import accuracy_on_test_split
 from vit_jax.config import default_config
@@ -23,6 +26,7 @@ from vit_jax.evaluate import fewshot
 from vit_jax.train import train_and_evaluate
 from vit_jax.train_state import Checkpoints
 
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FASHION_MNIST = "fashion_mnist"
 DIGITS = "digits"
 NATIVE_SIZE = {FASHION_MNIST: 28, DIGITS: 8}
@@ -227,14 +231,20 @@ class Trained:
         return os.path.join(self.workdir, "params.npz")
 
 
+@functools.cache
+def _code_fingerprint() -> str:
+    return provenance.code_fingerprint(REPOSITORY)
+
+
 def _run_key(config) -> str:
-    text = config.to_json_best_effort(sort_keys=True)
+    text = config.to_json_best_effort(sort_keys=True) + _code_fingerprint()
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def train(setting: Setting, config, label: str) -> Trained:
     """Trains (or resumes, or reuses) the run of `config` in its own work directory."""
-    # Named by the config alone: studies asking for the same run share it.
+    # Named by the config and the code: studies asking for the same run share
+    # it, and a run made by other code (an earlier revision) is never reused.
     workdir = os.path.join(setting.work_dir, _run_key(config))
     print(
         f"[mini] {label}: {config.total_steps} steps of {config.batch_size} on "
