@@ -6,6 +6,7 @@ writes its JSON (with the provenance), markdown table and PNG plots."""
 
 import json
 import os
+import time
 
 import jax
 import pytest
@@ -47,6 +48,8 @@ def test_study_runs_at_toy_size(study, toy_dirs):
     assert len(result["git_revision"]) >= 40
     # The progress line's "run k of N": the study ran as many runs as it planned.
     assert result["runs"]["done"] == result["runs"]["planned"] > 0
+    # Its runs' own training time, read from their event files, is recorded.
+    assert result["training_seconds"] > 0
     assert result["records"] and result["summary"]
     markdown = open(os.path.join(out_dir, f"{study}.md")).read()
     assert markdown.count("\n|") >= 2  # Header, rule, at least one row.
@@ -74,3 +77,23 @@ def test_rates_of_the_study_models(toy_dirs, tmp_path):
     assert list(record["rates"]) == ["BiT-R1-1-1x0.5"] and record["rates"]["BiT-R1-1-1x0.5"] > 0
     assert len(record["revision"].removesuffix("+dirty")) == 40
     assert record["hardware"]["cores"] >= 1
+
+
+def test_training_time_adds_up_every_invocation_of_a_run(tmp_path):
+    """A run trained over two invocations (interrupted, then resumed) has two
+    events files; its training time is the sum of their spans, so a study
+    resumed across sessions does not undercount its cost."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    from experiments.mini.runs import training_seconds
+
+    for invocation, offsets in enumerate(((60.0, 300.0), (90.0,))):
+        # The writer's first event (the file version) is stamped now.
+        start = time.time()
+        writer = EventFileWriter(str(tmp_path), filename_suffix=f".{invocation}")
+        for step, offset in enumerate(offsets):
+            writer.add_event(Event(wall_time=start + offset, step=step))
+        writer.close()
+    assert training_seconds(str(tmp_path)) == pytest.approx(300.0 + 90.0, abs=1.0)
+    assert training_seconds(str(tmp_path / "no-run")) == 0.0

@@ -119,6 +119,11 @@ def study_section(number: int, study: str, result: dict | None, link: str) -> st
     made = (
         f"Command: `{result.get('command', '?')}` · seeds {seeds} · revision "
         f"`{_revision(result)}` · {result.get('wall_seconds', 0) / 60:.0f} min wall"
+        + (
+            f" · {result['training_seconds'] / 60:.0f} min of training"
+            if "training_seconds" in result
+            else ""
+        )
     )
     if "verdict" not in result:
         has_stats = any(isinstance(v, dict) for v in (result.get("summary") or [{}])[0].values())

@@ -184,12 +184,14 @@ def write(
     command: str,
     setting,
     seconds: float,
+    training_seconds: float,
     revision: str,
 ):
     """STUDY.json (everything, the claim and the verdict included) and STUDY.md
     (the claim, the verdict, the table and how it was made). `module` is the
     study's (TITLE, CLAIM, COST); `revision` is provenance.code_revision() when
-    the study started."""
+    the study started; `seconds` this invocation's wall time, `training_seconds`
+    the study's runs' own (runs.training_seconds)."""
     os.makedirs(out_dir, exist_ok=True)
     meta = {
         "study": study,
@@ -198,7 +200,10 @@ def write(
         "seeds": list(setting.seeds),
         "toy": setting.toy,
         "git_revision": revision,
-        "wall_seconds": round(seconds, 1),
+        "wall_seconds": round(seconds, 1),  # This invocation's.
+        # Every training run's own time, over all the invocations that trained
+        # it (a study resumed across several invocations is not undercounted).
+        "training_seconds": round(training_seconds, 1),
         "cost_estimate": module.COST,
         # Training runs: planned, done, and of those reused from earlier invocations.
         "runs": {k: getattr(setting.progress, k) for k in ("planned", "done", "reused")},
@@ -233,7 +238,8 @@ def write(
         f"**Verdict: {verdict['verdict']}**\n\n{findings}\n\n"
         f"{result.table}\n\n{result.notes}\n\n{plots}\n\n"
         f"Command: `{command}` · seeds {meta['seeds']} · revision `{meta['git_revision']}` · "
-        f"{meta['wall_seconds'] / 60:.1f} min wall{' · TOY SIZE' if setting.toy else ''}\n"
+        f"{meta['wall_seconds'] / 60:.1f} min wall · {meta['training_seconds'] / 60:.1f} "
+        f"min of training{' · TOY SIZE' if setting.toy else ''}\n"
     )
     md_path = os.path.join(out_dir, f"{study}.md")
     with open(md_path, "w") as f:

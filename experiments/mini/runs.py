@@ -59,9 +59,11 @@ class Progress:
     done: int = 0
     reused: int = 0
     reused_seconds: float = 0.0
+    workdirs: list[str] = dataclasses.field(default_factory=list)  # The runs', in order.
 
-    def record(self, seconds: float, reused: bool) -> str:
+    def record(self, seconds: float, reused: bool, workdir: str) -> str:
         self.done += 1
+        self.workdirs.append(workdir)
         if reused:
             self.reused += 1
             self.reused_seconds += seconds
@@ -259,7 +261,8 @@ def train(setting: Setting, config, label: str) -> Trained:
     seconds = time.perf_counter() - start
     if setting.progress is not None:
         how = "reused" if reused else f"{seconds:.0f} s"
-        print(f"[mini] {label}: {how}; {setting.progress.record(seconds, reused)}", flush=True)
+        line = setting.progress.record(seconds, reused, workdir)
+        print(f"[mini] {label}: {how}; {line}", flush=True)
     return Trained(label, config, workdir, params, seconds)
 
 
@@ -335,6 +338,23 @@ def logged_scalars(workdir: str) -> dict[str, dict[int, float]]:
                     if array.ndim == 0 and array.dtype.kind == "f":
                         values.setdefault(value.tag, {})[event.step] = float(array)
     return values
+
+
+def training_seconds(workdir: str) -> float:
+    """Wall time the run's training took over every invocation that worked on
+    it, an interrupted one included: the span from the first to the last event
+    of each TensorBoard events file (one a trainer start; compilation,
+    evaluation and checkpoints included). A run reused whole adds a file with
+    no span beyond its final evaluation."""
+    import glob
+
+    import tensorflow as tf
+
+    total = 0.0
+    for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
+        times = [event.wall_time for event in tf.compat.v1.train.summary_iterator(path)]
+        total += max(times) - min(times) if times else 0.0
+    return total
 
 
 def images_seen(config) -> int:
