@@ -27,9 +27,11 @@ import datetime
 import functools
 import json
 import math
+import multiprocessing
 import pathlib
 import platform
 import re
+import signal
 import sys
 import time
 
@@ -150,6 +152,78 @@ def candidates(target: str) -> list[Placement]:
     return [Placement(target, 1), Placement(target, fsdp), Placement(target, fsdp, "full")]
 
 
+HOST_MEMORY_RESERVE = 1 << 30  # Left to the rest of the host when a compile grows.
+
+
+def _host_memory_bytes(field: str) -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/meminfo has no {field}")
+
+
+def _resident_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:  # The child has just exited.
+        pass
+    return 0
+
+
+def _compile_child(spec: str, placement: "Placement", dtype, connection) -> None:
+    prepare_offline_compilers()
+    try:
+        config = vc.apply_mesh_options(load_config(spec), dtype=dtype, **placement.options())
+        connection.send(("report", vc.compile_train_step(config, placement.target)))
+    except Exception as error:  # noqa: BLE001 - handed to the parent, which raises it.
+        connection.send(("error", f"{type(error).__name__}: {error}"))
+
+
+def compile_within_host_memory(spec: str, placement: "Placement", dtype) -> dict:
+    """`vc.compile_train_step` in a child process that is stopped when it would
+    take the host's last GiB of memory (a large unrolled step, ViT-H/14 without
+    remat on 64 cores, needs over 20 GiB to compile): the plan records the
+    placement as not compiled on this host, and goes on, where the kernel's
+    OOM killer would otherwise end the whole search."""
+    context = multiprocessing.get_context("spawn")  # No fork of a process running XLA.
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_compile_child, args=(spec, placement, dtype, send))
+    child.start()
+    send.close()
+    limit = _host_memory_bytes("MemTotal") - HOST_MEMORY_RESERVE
+    exceeded = {
+        "fits": False,
+        "host_memory_exceeded": True,
+        "host_memory_gib": round(limit / 2**30, 1),
+        "target": placement.target,
+    }
+    try:
+        while not receive.poll(1.0):
+            if not child.is_alive() and child.exitcode == -signal.SIGKILL:
+                return exceeded  # The kernel's OOM killer came first.
+            if not child.is_alive():
+                raise RuntimeError(
+                    f"the compile of {placement.key(spec, dtype)} ended without a report "
+                    f"(exit code {child.exitcode}); run it alone to see its error."
+                )
+            if (
+                _resident_bytes(child.pid) > limit
+                or _host_memory_bytes("MemAvailable") < HOST_MEMORY_RESERVE // 4
+            ):
+                child.kill()
+                return exceeded
+        kind, payload = receive.recv()
+    finally:
+        child.join()
+    if kind == "error":
+        raise RuntimeError(f"compiling {placement.key(spec, dtype)}: {payload}")
+    return payload
+
+
 class Cache:
     def __init__(self, reuse: bool):
         self.reuse = reuse
@@ -162,15 +236,16 @@ class Cache:
         key = placement.key(spec, dtype)
         if self.reuse and key in self.data["compiles"]:
             return self.data["compiles"][key]
-        options = placement.options()
-        config = vc.apply_mesh_options(load_config(spec), dtype=dtype, **options)
         print(f"  compiling {key} ...", flush=True)
         start = time.perf_counter()
-        report = vc.compile_train_step(config, placement.target)
+        report = compile_within_host_memory(spec, placement, dtype)
         report["compiled_on"] = datetime.date.today().isoformat()
         report["revision"] = self.revision
-        print(f"    {'fits' if report['fits'] else 'does not fit'} "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+        outcome = "fits" if report["fits"] else "does not fit"
+        if report.get("host_memory_exceeded"):
+            needed = report["host_memory_gib"]
+            outcome = f"not compiled: the compiler needed over {needed} GiB of host memory"
+        print(f"    {outcome} ({time.perf_counter() - start:.0f} s)", flush=True)
         self.data["compiles"][key] = report
         self.save_compiles()
         return report
@@ -419,6 +494,21 @@ def markdown(cache: Cache, plan: list[dict], command: str) -> str:
         "Every try (also those that did not fit, with the compiler's RESOURCE_EXHAUSTED "
         "numbers) is in pod_plan.json under `compiles`.",
     ]
+    not_compiled = [
+        (key, report["host_memory_gib"])
+        for key, report in cache.data["compiles"].items()
+        if report.get("host_memory_exceeded")
+    ]
+    if not_compiled:
+        lines += [
+            "",
+            "Not compiled on the planning host (the compiler's own memory, not the "
+            "device's: it was stopped before the host ran out), so the search treated "
+            "them as not fitting; delete their entries from the JSON to try again on a "
+            "larger host:",
+            "",
+            *(f"- {key}: over {gib} GiB" for key, gib in not_compiled),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -513,6 +603,13 @@ def scan_study(cache: Cache, plan: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for name, where, scanned, report in study_variants(cache, plan, SCAN_STUDY, "scan"):
+        if report.get("host_memory_exceeded"):
+            blocks = "scanned" if scanned else "unrolled"
+            lines.append(
+                f"| {name} | {where} | {blocks} | not compiled: over "
+                f"{report['host_memory_gib']} GiB of host memory | | | |"
+            )
+            continue
         memory = report["memory"]
         fit = (
             _gib(memory["total_bytes"])

@@ -109,3 +109,32 @@ def test_hbm_share_and_ridge():
     report = {"bytes_accessed_per_device": 225e9, "cost_model_step_seconds": 1.0}
     assert abs(pod_plan.hbm_share(report) - 0.5) < 1e-12
     assert abs(pod_plan.V3_RIDGE * pod_plan.V3_HBM_BYTES_PER_SECOND - 61.5e12) < 1
+
+
+def test_a_compile_runs_in_a_child_and_gives_the_in_process_report():
+    """The plan compiles each placement in a child process (so that one that
+    outgrows the host cannot end the search); the report is the same as the
+    compile's in this process."""
+    import vit_jax.compile as vc
+    from vit_jax.targets import prepare_offline_compilers
+
+    prepare_offline_compilers()
+    spec, placement = "configs/fashion_mnist.py", pod_plan.Placement("tpu-v3-8", 1)
+    child = pod_plan.compile_within_host_memory(spec, placement, None)
+    config = vc.apply_mesh_options(pod_plan.load_config(spec), dtype=None, **placement.options())
+    here = vc.compile_train_step(config, placement.target)
+    assert child["fits"] and not child.get("host_memory_exceeded")
+    assert child["memory"] == here["memory"]
+    assert child["cost_model_step_seconds"] == here["cost_model_step_seconds"]
+
+
+def test_a_compile_that_outgrows_the_host_is_stopped_and_recorded(monkeypatch):
+    """A child whose memory would leave the host under the reserve is killed,
+    and the placement is recorded as not compiled here, not as a crash of the
+    whole search (the kernel's OOM killer would end the plan)."""
+    total = pod_plan._host_memory_bytes("MemTotal")
+    monkeypatch.setattr(pod_plan, "HOST_MEMORY_RESERVE", total - (64 << 20))  # A 64 MiB cap.
+    spec, placement = "configs/fashion_mnist.py", pod_plan.Placement("tpu-v3-8", 1)
+    report = pod_plan.compile_within_host_memory(spec, placement, None)
+    assert report["host_memory_exceeded"] and not report["fits"]
+    assert report["host_memory_gib"] == round((64 << 20) / 2**30, 1)
