@@ -82,7 +82,7 @@ def test_rates_of_the_study_models(toy_dirs, tmp_path):
 def test_training_time_adds_up_every_invocation_of_a_run(tmp_path):
     """A run trained over two invocations (interrupted, then resumed) has two
     events files; its training time is the sum of their spans, so a study
-    resumed across sessions does not undercount its cost."""
+    resumed over several invocations does not undercount its cost."""
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
