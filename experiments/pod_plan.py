@@ -155,23 +155,24 @@ def candidates(target: str) -> list[Placement]:
 HOST_MEMORY_RESERVE = 1 << 30  # Left to the rest of the host when a compile grows.
 
 
-def _host_memory_bytes(field: str) -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/meminfo has no {field}")
-
-
-def _resident_bytes(pid: int) -> int:
+def _proc_bytes(path: str, field: str) -> int | None:
+    """A "FIELD: N kB" line of a /proc file, in bytes; None when the file is
+    gone (a child that has just exited) or has no such line (a zombie)."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
-    except FileNotFoundError:  # The child has just exited.
+    except FileNotFoundError:
         pass
-    return 0
+    return None
+
+
+def _host_memory_bytes(field: str) -> int:
+    value = _proc_bytes("/proc/meminfo", field)
+    if value is None:
+        raise RuntimeError(f"/proc/meminfo has no {field}")
+    return value
 
 
 def _compile_child(spec: str, placement: "Placement", dtype, connection) -> None:
@@ -211,9 +212,8 @@ def compile_within_host_memory(spec: str, placement: "Placement", dtype) -> dict
                     f"(exit code {child.exitcode}); run it alone to see its error."
                 )
             if (
-                _resident_bytes(child.pid) > limit
-                or _host_memory_bytes("MemAvailable") < HOST_MEMORY_RESERVE // 4
-            ):
+                _proc_bytes(f"/proc/{child.pid}/status", "VmRSS") or 0
+            ) > limit or _host_memory_bytes("MemAvailable") < HOST_MEMORY_RESERVE // 4:
                 child.kill()
                 return exceeded
         kind, payload = receive.recv()

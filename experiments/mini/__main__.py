@@ -43,7 +43,7 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = provenance.REPOSITORY
 RESULTS = os.path.join(ROOT, "experiments", "results")
 
 

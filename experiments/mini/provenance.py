@@ -21,6 +21,7 @@ CODE_PATHS = (
     ":(exclude,glob)**/*.md",
 )
 DIRTY = "+dirty"
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _git(root: str, *args: str) -> subprocess.CompletedProcess:

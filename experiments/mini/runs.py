@@ -26,7 +26,6 @@ from vit_jax.evaluate import fewshot
 from vit_jax.train import train_and_evaluate
 from vit_jax.train_state import Checkpoints
 
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FASHION_MNIST = "fashion_mnist"
 DIGITS = "digits"
 NATIVE_SIZE = {FASHION_MNIST: 28, DIGITS: 8}
@@ -236,7 +235,7 @@ class Trained:
 
 @functools.cache
 def _code_fingerprint() -> str:
-    return provenance.code_fingerprint(REPOSITORY)
+    return provenance.code_fingerprint(provenance.REPOSITORY)
 
 
 def _run_key(config) -> str:
