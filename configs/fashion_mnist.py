@@ -14,13 +14,13 @@ runs it and records the accuracy curve and the wall time
 (experiments/results/fashion_mnist.json).
 
 The model is the small ViT of the from-scratch Fashion-MNIST literature: 4x4
-patches (49 tokens and the class token), 6 layers of width 64. The only
-augmentation is a horizontal flip (clothes are left-right symmetric): in
-2-epoch trials on the full data (2 shared CPU cores, 2026-12-06) a random
-shift of up to 2 px as well cost 6 points (76.8% vs 82.6% at lr 1e-3), and
-lr 2e-3 beat 1e-3 (84.9%); 8 epochs with the shift reached 87.7%, still
-under-fitting (train loss 0.33). 12 epochs of this config reached 89.5%,
-still gaining at the end; hence 30.
+patches (49 tokens and the class token), 6 layers of width 64. Augmentation:
+a horizontal flip (clothes are left-right symmetric) and a random shift of up
+to 2 px (pad 2, random 28x28 crop). Short runs favour the flip alone (2
+epochs on 2 CPU cores: 82.6% without the shift, 76.8% with it), but 30 epochs
+of flip alone over-fit: 90.05% test, its test loss rising from 0.287 at
+epoch 20 to 0.380 at the end while the training loss fell to 0.05; hence the
+shift, which a long schedule has the steps to learn.
 """
 
 import ml_collections
@@ -44,7 +44,7 @@ def get_config(arg=None):
 
     config.dataset = "fashion_mnist"
     config.image_size = 28
-    config.pp_train = "flip_lr|value_range(-1,1)|onehot"
+    config.pp_train = "pad(2)|random_crop(28)|flip_lr|value_range(-1,1)|onehot"
     config.pp_eval = "value_range(-1,1)|onehot"
     config.batch_size = 128
     config.eval_batch_size = 500
