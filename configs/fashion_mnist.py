@@ -14,13 +14,16 @@ runs it and records the accuracy curve and the wall time
 (experiments/results/fashion_mnist.json).
 
 The model is the small ViT of the from-scratch Fashion-MNIST literature: 4x4
-patches (49 tokens and the class token), 6 layers of width 64. Augmentation:
-a horizontal flip (clothes are left-right symmetric) and a random shift of up
-to 2 px (pad 2, random 28x28 crop). Short runs favour the flip alone (2
-epochs on 2 CPU cores: 82.6% without the shift, 76.8% with it), but 30 epochs
-of flip alone over-fit: 90.05% test, its test loss rising from 0.287 at
-epoch 20 to 0.380 at the end while the training loss fell to 0.05; hence the
-shift, which a long schedule has the steps to learn.
+patches (49 tokens and the class token), 6 layers of width 64. Augmentation: a
+horizontal flip (clothes are left-right symmetric) and a random shift of up to
+2 px (pad 2, random 28x28 crop). Short runs favour the flip alone (2 epochs on
+2 CPU cores: 82.6% without the shift, 76.8% with it), but 30 epochs of flip
+alone (revision d737991) over-fit: 90.05% test, its test loss rising from
+0.287 at epoch 20 to 0.380 at the end while the training loss fell to 0.05;
+hence the shift, which a long schedule has the steps to learn. With it, 30
+epochs reach 91.59% (experiments/results/fashion_mnist.json): behind the flip
+alone until epoch 13 (82.2% against 85.4% at epoch 4), ahead from there, its
+test loss still falling at the end (0.231).
 """
 
 import ml_collections

@@ -34,13 +34,15 @@ TOY_STEPS = 2
 TOY_BATCH = 16  # Divisible by the 8 simulated devices of the test suite.
 EVAL_BATCH = 512
 # The studies' pre-training: configs/fashion_mnist.py's recipe (Adam, warm-up
-# then cosine decay, decoupled weight decay, clipping at 1, its augmentation) on
-# Fashion-MNIST's classes 0-4 (T-shirt/top, Trouser, Pullover, Dress, Coat;
-# 30k training images), so that classes 5-9 (Sandal, Shirt, Sneaker, Bag,
-# Ankle boot) stay a target pre-training never saw. 1,880 steps at batch 128
-# are 8 epochs of those 30k images: as many images as the config's 30-epoch
-# run on all 60k had seen at its 85.4% point (it ends at 90.05%), so the
-# studies' models are not fully trained, a choice of budget.
+# then cosine decay, decoupled weight decay, clipping at 1) on Fashion-MNIST's
+# classes 0-4 (T-shirt/top, Trouser, Pullover, Dress, Coat; 30k training
+# images), so that classes 5-9 (Sandal, Shirt, Sneaker, Bag, Ankle boot) stay a
+# target pre-training never saw. 1,880 steps at batch 128 are 8 epochs of those
+# 30k images: as many images as the config's 30-epoch run on all 60k had seen
+# at its 82.2% point (it ends at 91.59%), so the studies' models are not
+# fully trained, a choice of budget. Augmentation: the flip alone. The config's
+# 2 px shift pays off only over a long schedule: at that point of its run the
+# flip alone was at 85.4%, and the two met at 88.2% after 12.8 epochs.
 UPSTREAM = "fashion_mnist/classes_0-4"
 TARGET = "fashion_mnist/classes_5-9"
 UPSTREAM_CLASSES = TARGET_CLASSES = 5
@@ -138,13 +140,6 @@ def baseline_recipe():
     return fashion_mnist.get_config()
 
 
-def baseline_augment() -> str:
-    """configs/fashion_mnist.py's augmentation at 28 px: its pp_train less the
-    value range and the labels."""
-    ops = baseline_recipe().pp_train.split("|")
-    return "|".join(op for op in ops if not op.startswith(("value_range", "onehot")))
-
-
 def base_config(
     setting: Setting,
     model: MiniModel,
@@ -168,8 +163,6 @@ def base_config(
     config.test_split = test_split
     config.image_size = image_size
     augment = "flip_lr" if _parent(dataset) == FASHION_MNIST else ""
-    if _parent(dataset) == FASHION_MNIST and image_size == NATIVE_SIZE[FASHION_MNIST]:
-        augment = baseline_augment()
     config.pp_train = preprocessing(dataset, image_size, augment)
     config.pp_eval = preprocessing(dataset, image_size)
     config.batch_size = setting.batch(batch_size)
