@@ -16,11 +16,12 @@ TensorBoard events. The JSON is rewritten every minute while the run goes
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
+
+from experiments.mini.provenance import hardware
 
 CONFIG = "configs/fashion_mnist.py"
 NAME = "fashion_mnist"
@@ -36,20 +37,11 @@ def git(*args: str) -> str:
 
 def provenance() -> dict:
     """Revision, cleanliness (tracked and untracked files) and the machine."""
-    cpu_model = "unknown"
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu_model = names[0] if names else cpu_model
     return {
         "revision": git("rev-parse", "HEAD") or "unknown",
         "clean": git("status", "--porcelain") == "",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "hardware": {
-            "cpu": cpu_model,
-            "cores": len(os.sched_getaffinity(0)),
-            "machine": platform.machine(),
-        },
+        "hardware": hardware(),
     }
 
 

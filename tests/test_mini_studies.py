@@ -50,6 +50,8 @@ def test_study_runs_at_toy_size(study, toy_dirs):
     assert result["runs"]["done"] == result["runs"]["planned"] > 0
     # Its runs' own training time, read from their event files, is recorded.
     assert result["training_seconds"] > 0
+    assert result["hardware"]["cores"] >= 1 and result["hardware"]["cpu"]
+    assert result["finished"].startswith(time.strftime("%Y-"))  # The date it was made.
     assert result["records"] and result["summary"]
     markdown = open(os.path.join(out_dir, f"{study}.md")).read()
     assert markdown.count("\n|") >= 2  # Header, rule, at least one row.

@@ -124,6 +124,12 @@ def study_section(number: int, study: str, result: dict | None, link: str) -> st
             if "training_seconds" in result
             else ""
         )
+        + (
+            f" · {result['finished']} · {result['hardware']['cpu']}, "
+            f"{result['hardware']['cores']} cores"
+            if "hardware" in result
+            else ""
+        )
     )
     if "verdict" not in result:
         has_stats = any(isinstance(v, dict) for v in (result.get("summary") or [{}])[0].values())

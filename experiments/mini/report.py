@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.mini import evidence  # noqa: E402
+from experiments.mini import evidence, provenance  # noqa: E402
 
 STD_LABEL = "mean ± sample std (ddof=1) over seeds"
 
@@ -207,7 +207,8 @@ def write(
         "cost_estimate": module.COST,
         # Training runs: planned, done, and of those reused from earlier invocations.
         "runs": {k: getattr(setting.progress, k) for k in ("planned", "done", "reused")},
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "hardware": provenance.hardware(),
     }
     claim = module.CLAIM.to_json()
     verdict = result.verdict.to_json()
@@ -239,7 +240,8 @@ def write(
         f"{result.table}\n\n{result.notes}\n\n{plots}\n\n"
         f"Command: `{command}` · seeds {meta['seeds']} · revision `{meta['git_revision']}` · "
         f"{meta['wall_seconds'] / 60:.1f} min wall · {meta['training_seconds'] / 60:.1f} "
-        f"min of training{' · TOY SIZE' if setting.toy else ''}\n"
+        f"min of training · {meta['finished']} · {meta['hardware']['cpu']}, "
+        f"{meta['hardware']['cores']} cores{' · TOY SIZE' if setting.toy else ''}\n"
     )
     md_path = os.path.join(out_dir, f"{study}.md")
     with open(md_path, "w") as f:
