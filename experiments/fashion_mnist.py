@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from experiments.mini.provenance import hardware
+from experiments.machine import hardware
 
 CONFIG = "configs/fashion_mnist.py"
 NAME = "fashion_mnist"

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from experiments import machine
 from experiments.bench import host_memory, official_vit, xla_flags
 from vit_jax import aot, sharding
 from vit_jax.config import check_config, default_config
@@ -556,16 +557,6 @@ def mesh_peak(dtype: str, mesh) -> float | None:
 # ---------------------------------------------------------------- output
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or the architecture's."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            line = next((x for x in cpuinfo if x.startswith("model name")), "")
-    except OSError:
-        line = ""
-    return line.split(":", 1)[1].strip() if ":" in line else platform.machine()
-
-
 def _commit() -> str:
     """The git commit the benchmark ran at ('' outside a checkout)."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -581,7 +572,7 @@ def describe_run(peak: dict | None, host_memory_reuse: bool = False) -> dict:
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": _commit(),
         "host": platform.node(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": machine.cpu_model(),
         "platform": device.platform,
         "device_kind": device.device_kind,
         "num_devices": jax.device_count(),

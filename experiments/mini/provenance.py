@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import subprocess
 
 CODE_PATHS = (
@@ -23,17 +22,6 @@ CODE_PATHS = (
 )
 DIRTY = "+dirty"
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def hardware() -> dict:
-    """The CPU model, the cores this process may use and the architecture: what
-    a wall time was measured on."""
-    cpu = "unknown"
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "machine": platform.machine()}
 
 
 def _git(root: str, *args: str) -> subprocess.CompletedProcess:

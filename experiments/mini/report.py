@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.mini import evidence, provenance  # noqa: E402
+from experiments import machine  # noqa: E402
+from experiments.mini import evidence  # noqa: E402
 
 STD_LABEL = "mean ± sample std (ddof=1) over seeds"
 
@@ -208,7 +209,7 @@ def write(
         # Training runs: planned, done, and of those reused from earlier invocations.
         "runs": {k: getattr(setting.progress, k) for k in ("planned", "done", "reused")},
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "hardware": provenance.hardware(),
+        "hardware": machine.hardware(),
     }
     claim = module.CLAIM.to_json()
     verdict = result.verdict.to_json()
