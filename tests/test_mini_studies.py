@@ -99,3 +99,22 @@ def test_training_time_adds_up_every_invocation_of_a_run(tmp_path):
         writer.close()
     assert training_seconds(str(tmp_path)) == pytest.approx(300.0 + 90.0, abs=1.0)
     assert training_seconds(str(tmp_path / "no-run")) == 0.0
+
+
+def test_resolution_convergence_is_the_gain_over_the_last_quarter(tmp_path):
+    """A 470-step fine-tuning evaluated every 117 steps logs at 468 and again
+    at 470: its last-quarter gain is the final accuracy less the one at 351,
+    not the zero between the two last evaluations."""
+    import types
+
+    import tensorflow as tf
+
+    from experiments.mini.resolution import last_quarter_gain
+
+    curve = {117: 0.83, 234: 0.867, 351: 0.8753, 468: 0.887, 470: 0.887}
+    with tf.summary.create_file_writer(str(tmp_path)).as_default():
+        for step, value in curve.items():
+            tf.summary.scalar("test/accuracy", value, step=step)
+    gain = last_quarter_gain(types.SimpleNamespace(workdir=str(tmp_path)))
+    assert gain == pytest.approx(0.887 - 0.8753, abs=1e-6)
+    assert last_quarter_gain(types.SimpleNamespace(workdir=str(tmp_path / "none"))) == 0.0

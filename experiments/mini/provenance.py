@@ -55,6 +55,30 @@ def code_fingerprint(root: str) -> str:
     return digest.hexdigest()[:10]
 
 
+def made_by(result: dict, revision_digits: int = 40) -> str:
+    """The line under a result that says what made it: the command, seeds,
+    revision, wall and training time, date and machine (the last three only
+    where the JSON records them)."""
+    revision = result.get("git_revision", "unknown")
+    short = revision.removesuffix(DIRTY)[:revision_digits] + (
+        DIRTY if revision.endswith(DIRTY) else ""
+    )
+    parts = [
+        f"Command: `{result.get('command', '?')}`",
+        f"seeds {result.get('seeds', [])}",
+        f"revision `{short}`",
+        f"{result.get('wall_seconds', 0) / 60:.1f} min wall",
+    ]
+    if "training_seconds" in result:
+        parts.append(f"{result['training_seconds'] / 60:.1f} min of training")
+    if "hardware" in result:
+        hardware = result["hardware"]
+        parts += [result["finished"], f"{hardware['cpu']}, {hardware['cores']} cores"]
+    if result.get("toy"):
+        parts.append("TOY SIZE")
+    return " · ".join(parts)
+
+
 def changed_code(root: str, revision: str) -> list[str]:
     """Files under CODE_PATHS that differ between `revision` and HEAD."""
     out = _git(root, "diff", "--name-only", revision, "HEAD", "--", *CODE_PATHS).stdout

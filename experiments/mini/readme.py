@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from experiments.mini import STUDIES
+from experiments.mini import STUDIES, provenance
 
 BEGIN, END = (
     "<!-- mini-studies:{} begin (python -m experiments.mini report) -->",
@@ -36,12 +36,6 @@ def load(results_dir: str) -> dict[str, dict | None]:
         path = os.path.join(results_dir, f"{study}.json")
         loaded[study] = json.load(open(path)) if os.path.exists(path) else None
     return loaded
-
-
-def _revision(result: dict) -> str:
-    return result.get("git_revision", "unknown")[:12] + (
-        "+dirty" if result.get("git_revision", "").endswith("+dirty") else ""
-    )
 
 
 def _verdict(result: dict | None) -> str:
@@ -115,22 +109,7 @@ def study_section(number: int, study: str, result: dict | None, link: str) -> st
     """experiments/README.md's part for one study."""
     if result is None:
         return f"**{number}. {study}**: not run yet (`python -m experiments.mini {study}`)."
-    seeds = result.get("seeds", [])
-    made = (
-        f"Command: `{result.get('command', '?')}` · seeds {seeds} · revision "
-        f"`{_revision(result)}` · {result.get('wall_seconds', 0) / 60:.0f} min wall"
-        + (
-            f" · {result['training_seconds'] / 60:.0f} min of training"
-            if "training_seconds" in result
-            else ""
-        )
-        + (
-            f" · {result['finished']} · {result['hardware']['cpu']}, "
-            f"{result['hardware']['cores']} cores"
-            if "hardware" in result
-            else ""
-        )
-    )
+    made = provenance.made_by(result, revision_digits=12)
     if "verdict" not in result:
         has_stats = any(isinstance(v, dict) for v in (result.get("summary") or [{}])[0].values())
         if has_stats:

@@ -16,7 +16,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import machine  # noqa: E402
-from experiments.mini import evidence  # noqa: E402
+from experiments.mini import evidence, provenance  # noqa: E402
 
 STD_LABEL = "mean ± sample std (ddof=1) over seeds"
 
@@ -239,10 +239,7 @@ def write(
         f"Compared here: {claim['comparison']}\n\nRule: {claim['rule']}\n\n"
         f"**Verdict: {verdict['verdict']}**\n\n{findings}\n\n"
         f"{result.table}\n\n{result.notes}\n\n{plots}\n\n"
-        f"Command: `{command}` · seeds {meta['seeds']} · revision `{meta['git_revision']}` · "
-        f"{meta['wall_seconds'] / 60:.1f} min wall · {meta['training_seconds'] / 60:.1f} "
-        f"min of training · {meta['finished']} · {meta['hardware']['cpu']}, "
-        f"{meta['hardware']['cores']} cores{' · TOY SIZE' if setting.toy else ''}\n"
+        f"{provenance.made_by(meta)}\n"
     )
     md_path = os.path.join(out_dir, f"{study}.md")
     with open(md_path, "w") as f:
