@@ -118,3 +118,31 @@ def test_resolution_convergence_is_the_gain_over_the_last_quarter(tmp_path):
     gain = last_quarter_gain(types.SimpleNamespace(workdir=str(tmp_path)))
     assert gain == pytest.approx(0.887 - 0.8753, abs=1e-6)
     assert last_quarter_gain(types.SimpleNamespace(workdir=str(tmp_path / "none"))) == 0.0
+
+
+def test_a_run_interrupted_by_a_signal_stops_the_study(toy_dirs, monkeypatch):
+    """The trainer returns early on SIGTERM with its checkpoint saved; the
+    study must stop there, not score the half-trained model."""
+    import vit_jax.train
+    from experiments.mini import runs
+    from experiments.mini.models import baseline
+
+    work_dir, out_dir, data_dir = toy_dirs
+    setting = runs.Setting(
+        toy=True,
+        seeds=(0,),
+        out_dir=out_dir,
+        work_dir=os.path.join(work_dir, "interrupted"),
+        data_dir=data_dir,
+    )
+    config = runs.pretrain_config(setting, baseline(), seed=0)
+    config.total_steps = 4
+
+    def preempted_after_two_steps(config, workdir):
+        config = config.copy_and_resolve_references()
+        config.total_steps = 2  # What a SIGTERM at step 2 leaves on disk.
+        return vit_jax.train.train_and_evaluate(config, workdir)
+
+    monkeypatch.setattr(runs, "train_and_evaluate", preempted_after_two_steps)
+    with pytest.raises(SystemExit, match="stopped at step 2 of 4 .*run the same command again"):
+        runs.train(setting, config, "interrupted")

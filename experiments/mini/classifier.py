@@ -35,7 +35,8 @@ CLAIM = evidence.Claim(
         "holds when the accuracies at the best rates are equal within ±1 point (95% "
         "interval) and GAP's best rate is lower (interval of the log-ratio below zero); "
         "partly when one of the two holds; does not hold when neither does and one of them "
-        "is resolved against the claim; not testable otherwise"
+        "is resolved against the claim (GAP's best rate higher, or the accuracies more than "
+        "1 point apart: the interval beyond ±1 point); not testable otherwise"
     ),
 )
 EQUAL_MARGIN = 0.01
@@ -210,7 +211,6 @@ def judge(records) -> evidence.Verdict:
         return evidence.Verdict(evidence.HOLDS, findings, estimates)
     if equal or lower:
         return evidence.Verdict(evidence.PARTLY, findings, estimates)
-    against = rate_ratio.above_zero or not accuracy_gap.within(3 * EQUAL_MARGIN)
-    if against and accuracy_gap.resolved:
+    if rate_ratio.above_zero or accuracy_gap.apart(EQUAL_MARGIN):
         return evidence.Verdict(evidence.FAILS, findings, estimates)
     return evidence.Verdict(evidence.NOT_TESTABLE, findings, estimates)

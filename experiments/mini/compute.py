@@ -213,6 +213,6 @@ def judge(records, metric: str = "target_10shot") -> evidence.Verdict:
         return evidence.Verdict(evidence.HOLDS, findings, estimates)
     if vit_bit.below_zero and not any(parts[1:]):
         return evidence.Verdict(evidence.FAILS, findings, estimates)
-    if any(parts) or vit_bit.below_zero:
+    if any(parts):
         return evidence.Verdict(evidence.PARTLY, findings, estimates)
     return evidence.Verdict(evidence.NOT_TESTABLE, findings, estimates)

@@ -185,15 +185,18 @@ def judge(records) -> evidence.Verdict:
             per_seed[seed] = evidence.slope(xs, ys)
         slopes[model] = per_seed
     steeper = evidence.paired(slopes[vit_label], slopes[bit_label])
+    own = {model: evidence.t_interval(per_seed.values()) for model, per_seed in slopes.items()}
     estimates.update(
         {
             f"BiT − ViT at {smallest}": small,
             f"ViT − BiT at {largest}": large,
+            **{f"{model} slope (per decade)": e for model, e in own.items()},
             "ViT slope − BiT slope (per decade)": steeper,
         }
     )
     findings += [
         f"BiT − ViT at {smallest:,} images: {small.text()}",
+        *(f"{model}'s slope, points per decade of images: {e.text()}" for model, e in own.items()),
         f"ViT's slope − BiT's slope, points per decade of images: {steeper.text()}",
         f"ViT − BiT at {largest:,} images: {large.text()}",
     ]

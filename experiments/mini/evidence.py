@@ -69,6 +69,10 @@ class Estimate:
         """The whole interval lies inside ±margin: equal up to `margin`."""
         return self.resolved and -margin <= self.low and self.high <= margin
 
+    def apart(self, margin: float) -> bool:
+        """The whole interval lies beyond ±margin: different by more than `margin`."""
+        return self.resolved and (self.low > margin or self.high < -margin)
+
     def text(self, unit: str = "points") -> str:
         s = self.scale
         if not self.resolved:

@@ -70,7 +70,7 @@ def loss_drop_last_fifth(trained) -> float:
 def run(setting) -> report.StudyResult:
     supervised = {seed: pretrained(setting, seed) for seed in setting.seeds}
     masked = {
-        seed: pretrained(setting, seed, objective=OBJECTIVE, total_steps=setting.steps(MPP_STEPS))
+        seed: pretrained(setting, seed, steps=MPP_STEPS, objective=OBJECTIVE)
         for seed in setting.seeds
     }
     records = []

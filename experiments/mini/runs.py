@@ -250,6 +250,14 @@ def train(setting: Setting, config, label: str) -> Trained:
     reused = finished >= config.total_steps
     start = time.perf_counter()
     state = train_and_evaluate(config, workdir)
+    stopped_at = Checkpoints.latest_step_in(os.path.join(workdir, "checkpoints"))
+    if stopped_at < config.total_steps:
+        # The trainer returns early on SIGTERM, its checkpoint saved: a study
+        # must not go on to score a half-trained model.
+        raise SystemExit(
+            f"[mini] {label} stopped at step {stopped_at} of {config.total_steps} "
+            "(interrupted): run the same command again to resume it."
+        )
     params = jax.device_get(state.params)
     seconds = time.perf_counter() - start
     if setting.progress is not None:

@@ -13,6 +13,7 @@ of classes 5-9 (train[5000:], never trained on) with the first seed.
 from experiments.mini import evidence, report
 from experiments.mini.models import baseline
 from experiments.mini.runs import (
+    PRETRAIN_STEPS,
     TARGET,
     accuracy,
     fewshot_accuracy,
@@ -55,13 +56,13 @@ SCRATCH_LRS = (1e-3, 2e-3)
 HELD_OUT = "train[5000:]"
 
 
-def pretrained(setting, seed: int, **options):
-    """The pre-training of studies 3 and 6 (1-D position embeddings); options
-    (e.g. objective) change it."""
-    config = pretrain_config(setting, MODEL.with_options(posemb="learn_1d"), seed=seed)
+def pretrained(setting, seed: int, steps: int = PRETRAIN_STEPS, **options):
+    """The pre-training of studies 3 and 6 (1-D position embeddings); `steps`
+    (the warm-up and logging follow it) and options (e.g. objective) change it."""
+    config = pretrain_config(setting, MODEL.with_options(posemb="learn_1d"), seed=seed, steps=steps)
     for field, value in options.items():
         setattr(config, field, value)
-    label = "-".join(["pretrain", *map(str, options.values()), f"s{seed}"])
+    label = "-".join(["pretrain", *map(str, options.values()), f"{steps}", f"s{seed}"])
     return train(setting, config, label)
 
 
