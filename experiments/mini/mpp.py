@@ -83,7 +83,7 @@ def run(setting) -> report.StudyResult:
             dict(
                 method="masked-patch loss drop",
                 seed=seed,
-                labels=0,
+                labels="—",  # Of the pre-training, before any labels.
                 lr=None,
                 loss_drop=loss_drop_last_fifth(trained),
             )

@@ -32,7 +32,8 @@ CLAIM = evidence.Claim(
     rule=(
         f"holds when every kind is ahead of none (95% interval above zero) and every "
         f"pairwise interval among the three lies within ±{100 * 0.01:g} point; partly when "
-        "every kind is ahead of none but the three are not shown equal; does not hold when a "
+        "every kind is ahead of none but the three are not shown equal, or when some kinds "
+        "are ahead of none and no kind is behind it; does not hold when a "
         "kind is resolved behind none, or none is ahead of no kind while some pair differs; "
         "not testable when nothing is resolved"
     ),
