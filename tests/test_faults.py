@@ -1,9 +1,6 @@
 """Runs that meet faults: a diverging loss, damaged checkpoints, a SIGKILL in
 the middle of a save. Each ends with the workdir still resumable."""
 
-import asyncio
-import gc
-import logging
 import os
 import re
 import signal
@@ -18,7 +15,6 @@ import pytest
 from test_train_errors import _testing_config
 from test_train_runs import REPO, finish, main_command, subprocess_env
 
-import vit_jax.main
 from vit_jax import sharding, train
 from vit_jax.errors import NonFiniteError, UserError
 from vit_jax.step import FINITE_KEY, build_trainer
@@ -117,40 +113,51 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_previous_one(tmp_path):
     assert _saved_steps(tmp_path) == [6, 8]
 
 
-def _unretrieved_task_records(filename: str) -> list[logging.LogRecord]:
+# Run in a fresh interpreter: vit_jax.main defines its flags on import, and
+# vit_jax.compile (imported by other test modules) defines some of the same.
+_UNRETRIEVED_TASK = """
+import asyncio, gc, logging, sys
+import vit_jax.main
+namespace = {}
+source = "async def read():\\n    raise ValueError('OUT_OF_RANGE')\\n"
+exec(compile(source, sys.argv[1], "exec"), namespace)
+records = []
+handler = logging.Handler()
+handler.emit = records.append
+handler.addFilter(vit_jax.main._quiet_libraries)
+logging.getLogger("asyncio").addHandler(handler)
+loop = asyncio.new_event_loop()
+task = loop.create_task(namespace["read"]())
+loop.run_until_complete(asyncio.sleep(0))
+loop.close()
+del task
+gc.collect()
+for record in records:
+    print(record.getMessage().splitlines()[0])
+"""
+
+
+def _unretrieved_task_lines(filename: str) -> list[str]:
     """What asyncio logs, through the command line's filter, when it collects
     a failed task nobody awaited, for an exception raised in code from
     `filename` (as orbax's other reads of a damaged checkpoint are)."""
-    namespace = {}
-    exec(
-        compile("async def read():\n    raise ValueError('OUT_OF_RANGE')\n", filename, "exec"),
-        namespace,
+    result = subprocess.run(
+        [sys.executable, "-c", _UNRETRIEVED_TASK, filename],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    handler.addFilter(vit_jax.main._quiet_libraries)
-    asyncio_logger = logging.getLogger("asyncio")
-    asyncio_logger.addHandler(handler)
-    try:
-        loop = asyncio.new_event_loop()
-        task = loop.create_task(namespace["read"]())
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
-        del task
-        gc.collect()
-    finally:
-        asyncio_logger.removeHandler(handler)
-    return records
+    return result.stdout.splitlines()
 
 
 def test_asyncio_tracebacks_of_orbax_reads_are_kept_out_and_others_shown():
     orbax_file = os.path.join(os.path.dirname(ocp.__file__), "_src", "serialization", "read.py")
-    assert _unretrieved_task_records(orbax_file) == []
-    shown = _unretrieved_task_records(os.path.join(REPO, "user_code.py"))
-    assert [record.getMessage().splitlines()[0] for record in shown] == [
-        "Task exception was never retrieved"
-    ]
+    assert _unretrieved_task_lines(orbax_file) == []
+    shown = _unretrieved_task_lines(os.path.join(REPO, "user_code.py"))
+    assert shown == ["Task exception was never retrieved"]
 
 
 def test_no_checkpoint_that_restores_is_one_error_and_nothing_is_moved(tmp_path):
