@@ -110,14 +110,17 @@ def test_resolution_convergence_is_the_gain_over_the_last_quarter(tmp_path):
     import tensorflow as tf
 
     from experiments.mini.resolution import last_quarter_gain
+    from experiments.mini.runs import logged_scalars
 
     curve = {117: 0.83, 234: 0.867, 351: 0.8753, 468: 0.887, 470: 0.887}
     with tf.summary.create_file_writer(str(tmp_path)).as_default():
         for step, value in curve.items():
             tf.summary.scalar("test/accuracy", value, step=step)
-    gain = last_quarter_gain(types.SimpleNamespace(workdir=str(tmp_path)))
+    # What a run's record keeps of its events (runs.train).
+    scalars = {tag: sorted(c.items()) for tag, c in logged_scalars(str(tmp_path)).items()}
+    gain = last_quarter_gain(types.SimpleNamespace(record={"scalars": scalars}))
     assert gain == pytest.approx(0.887 - 0.8753, abs=1e-6)
-    assert last_quarter_gain(types.SimpleNamespace(workdir=str(tmp_path / "none"))) == 0.0
+    assert last_quarter_gain(types.SimpleNamespace(record={})) == 0.0
 
 
 def test_a_run_interrupted_by_a_signal_stops_the_study(toy_dirs, monkeypatch):
@@ -146,3 +149,68 @@ def test_a_run_interrupted_by_a_signal_stops_the_study(toy_dirs, monkeypatch):
     monkeypatch.setattr(runs, "train_and_evaluate", preempted_after_two_steps)
     with pytest.raises(SystemExit, match="stopped at step 2 of 4 .*run the same command again"):
         runs.train(setting, config, "interrupted")
+
+
+def test_a_study_carries_on_from_its_records_without_the_work_directories(
+    toy_dirs, tmp_path, monkeypatch
+):
+    """A fresh checkout has the committed records but no workdirs/: recorded
+    runs are not trained again and give their recorded numbers; a run that is
+    not recorded and fine-tunes from a recorded one trains that one again
+    first, and its numbers equal those of an uninterrupted sitting."""
+    import shutil
+
+    import vit_jax.train
+    from experiments.mini import runs
+    from experiments.mini.models import baseline
+
+    work_dir = tmp_path / "work"
+
+    def sitting():
+        shutil.rmtree(work_dir, ignore_errors=True)  # A fresh checkout.
+        setting = runs.Setting(
+            toy=True,
+            seeds=(0,),
+            out_dir=str(tmp_path / "results"),
+            work_dir=str(work_dir),
+            data_dir=toy_dirs[2],
+            progress=runs.Progress(planned=2),
+        )
+        source = runs.train(setting, runs.pretrain_config(setting, baseline(), seed=0), "source")
+        config = runs.finetune_config(
+            setting, baseline(), pretrained=source.npz, dataset=runs.UPSTREAM, seed=0,
+            steps=2, image_size=28,
+        )  # fmt: skip
+        tuned = runs.train(setting, config, "tuned")
+        numbers = {
+            "source_probe": runs.fewshot_accuracy(setting, source, runs.TARGET),
+            "tuned_accuracy": runs.accuracy(tuned),
+            "tuned_loss": runs.curves(tuned)["train/loss"],
+        }
+        return setting, numbers, tuned
+
+    first, numbers, tuned = sitting()
+    assert first.progress.reused == 0 and len(first.progress.training_seconds) == 2
+    assert sorted(os.listdir(first.records_dir)) == sorted(
+        f"{run.key}.json" for run in first.runs.values()
+    )
+    assert numbers["tuned_loss"] and 0 <= numbers["tuned_accuracy"] <= 1
+
+    trainings = []
+    original = vit_jax.train.train_and_evaluate
+
+    def counted(config, workdir):
+        trainings.append(workdir)
+        return original(config, workdir)
+
+    monkeypatch.setattr(runs, "train_and_evaluate", counted)
+    second, again, _ = sitting()
+    assert again == numbers and trainings == []
+    assert second.progress.reused == 2
+
+    # The fine-tuning's record is lost: it trains again, from the source's
+    # export, which has to be made again first.
+    os.remove(os.path.join(first.records_dir, f"{tuned.key}.json"))
+    third, once_more, _ = sitting()
+    assert trainings == list(third.runs)  # The source, then the fine-tuning.
+    assert once_more == numbers

@@ -61,7 +61,7 @@ def _seeds(text: str, default: tuple[int, ...]) -> tuple[int, ...]:
 def run_study(name: str, args, command: str) -> list[str]:
     # Imported here: report and check read JSON and git only, without JAX.
     from experiments.mini import report
-    from experiments.mini.runs import Progress, Setting, training_seconds
+    from experiments.mini.runs import Progress, Setting
     from experiments.mini.toy_data import write_toy_fashion_mnist
 
     module = importlib.import_module(f"experiments.mini.{name}")
@@ -106,7 +106,7 @@ def run_study(name: str, args, command: str) -> list[str]:
         command=command,
         setting=setting,
         seconds=time.perf_counter() - start,
-        training_seconds=sum(map(training_seconds, dict.fromkeys(setting.progress.workdirs))),
+        training_seconds=sum(setting.progress.training_seconds.values()),
         revision=revision,
     )
     print(result.table, flush=True)

@@ -22,8 +22,8 @@ from experiments.mini.runs import (
     PRETRAIN_STEPS,
     TARGET,
     UPSTREAM,
+    curves,
     fewshot_accuracy,
-    logged_scalars,
     pretrain_config,
     train,
     untrained,
@@ -97,7 +97,7 @@ def pretraining_config(setting, model, size: int, seed: int):
 def score(setting, trained) -> dict:
     """Best and final probe of the run, the best's step, the untrained model's
     probe, the final upstream test accuracy, and the probe curve (for the plot)."""
-    scalars = logged_scalars(trained.workdir)
+    scalars = curves(trained)
     last = int(trained.config.total_steps)
     target = scalars[_tag(TARGET)]
     best_step = max(sorted(target), key=target.get)  # The earliest of equal bests.

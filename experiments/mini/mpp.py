@@ -8,7 +8,7 @@ against training from scratch and against supervised pre-training."""
 import numpy as np
 
 from experiments.mini import evidence, report
-from experiments.mini.runs import PRETRAIN_STEPS, logged_scalars
+from experiments.mini.runs import PRETRAIN_STEPS, curves
 from experiments.mini.transfer import (
     LABELS_PER_CLASS,
     pretrained,
@@ -57,7 +57,7 @@ def planned_runs(setting) -> int:
 
 def loss_drop_last_fifth(trained) -> float:
     """Relative fall of the logged training loss over the last fifth of the run."""
-    losses = logged_scalars(trained.workdir).get("train/loss", {})
+    losses = curves(trained).get("train/loss", {})
     steps = sorted(losses)
     if len(steps) < 5:
         return float("nan")

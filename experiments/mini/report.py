@@ -210,6 +210,9 @@ def write(
         "runs": {k: getattr(setting.progress, k) for k in ("planned", "done", "reused")},
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "hardware": machine.hardware(),
+        # The machines the runs trained on ("CPU, N cores" → runs): a study
+        # carried on from its records may have trained some runs elsewhere.
+        "run_hardware": dict(setting.progress.hardware),
     }
     claim = module.CLAIM.to_json()
     verdict = result.verdict.to_json()

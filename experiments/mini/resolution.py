@@ -18,8 +18,8 @@ from experiments.mini.models import baseline
 from experiments.mini.runs import (
     PRETRAIN_STEPS,
     accuracy,
+    curves,
     finetune_config,
-    logged_scalars,
     preprocessing,
     pretrain_config,
     train,
@@ -95,7 +95,7 @@ def last_quarter_gain(trained) -> float:
     three quarters of the run. Not simply the evaluation before the last:
     where the run's length is no multiple of the evaluation interval, the last
     periodic evaluation and the final one are a few steps apart."""
-    curve = logged_scalars(trained.workdir).get("test/accuracy", {})
+    curve = curves(trained).get("test/accuracy", {})
     steps = sorted(curve)
     if not steps:
         return 0.0

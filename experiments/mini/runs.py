@@ -7,17 +7,28 @@ directory is named by a hash of its config and of the code, so studies that
 need the same pre-training share it, and re-running a study resumes or reuses
 finished runs instead of training them again (the trainer is deterministic
 given the config), but never a run that other code made.
+
+A finished run also leaves a record, a small JSON file beside the study's
+results (RECORDS/<code fingerprint>/<processor>/<run key>.json: its logged
+curves, its training time and every score taken of it). A study that finds
+the records of its runs takes their numbers from them without the work
+directories, so a study can be carried on from another checkout of the same
+code, on the same kind of processor, with its records committed; a run whose
+parameters are still needed (a fine-tuning not yet recorded starts from
+them) is trained again, to the same numbers.
 """
 
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 import time
 
 import jax
 import ml_collections
 
+from experiments import machine
 from experiments.mini import provenance
 from experiments.mini.models import MiniModel, shrink
 from experiments.vtab import accuracy_on_test_split
@@ -48,6 +59,7 @@ TARGET = "fashion_mnist/classes_5-9"
 UPSTREAM_CLASSES = TARGET_CLASSES = 5
 PRETRAIN_STEPS = 1_880
 PRETRAIN_BATCH = 128
+RECORDS = "runs"  # Under the study's results folder.
 
 
 @dataclasses.dataclass
@@ -61,11 +73,18 @@ class Progress:
     done: int = 0
     reused: int = 0
     reused_seconds: float = 0.0
-    workdirs: list[str] = dataclasses.field(default_factory=list)  # The runs', in order.
+    # Run key → its training time over every invocation that trained it.
+    training_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Distinct "CPU, N cores" the runs trained on, with how many runs each.
+    hardware: dict[str, int] = dataclasses.field(default_factory=dict)
 
-    def record(self, seconds: float, reused: bool, workdir: str) -> str:
+    def record(self, seconds: float, reused: bool, trained: "Trained") -> str:
         self.done += 1
-        self.workdirs.append(workdir)
+        if trained.key not in self.training_seconds:
+            self.training_seconds[trained.key] = trained.record["training_seconds"]
+            made_on = trained.record["hardware"]
+            made_on = f"{made_on['cpu']}, {made_on['cores']} cores"
+            self.hardware[made_on] = self.hardware.get(made_on, 0) + 1
         if reused:
             self.reused += 1
             self.reused_seconds += seconds
@@ -93,6 +112,13 @@ class Setting:
     work_dir: str
     data_dir: str | None  # Fashion-MNIST IDX folder; None: Debian's folder or TFDS.
     progress: Progress | None = None  # Set by __main__ once the study is known.
+    # Work directory → its run, for a run trained again for its parameters
+    # to find the run it starts from.
+    runs: dict = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def records_dir(self) -> str:
+        return os.path.join(self.out_dir, RECORDS, _code_fingerprint(), _processor())
 
     def pick(self, real, toy):
         return toy if self.toy else real
@@ -212,17 +238,26 @@ def finetune_config(setting: Setting, model: MiniModel, *, pretrained: str, lr=0
 
 @dataclasses.dataclass
 class Trained:
-    """A finished run: its config, work directory and final (host) parameters."""
+    """A finished run: its config, work directory, record (see the module's
+    docstring) and, once something needs them, its final (host) parameters."""
 
     label: str
     config: ml_collections.ConfigDict
-    workdir: str
-    params: dict
-    seconds: float
+    workdir: str  # "" for an untrained model.
+    key: str  # The record's name: the run key.
+    record: dict
+    setting: Setting
+    _params: dict | None = None
+
+    @property
+    def params(self) -> dict:
+        if self._params is None:
+            self._params = _parameters(self)
+        return self._params
 
     @property
     def npz(self) -> str:
-        """The official-format export the trainer wrote; fine-tuning starts from it."""
+        """The official-format export the trainer writes; fine-tuning starts from it."""
         return os.path.join(self.workdir, "params.npz")
 
 
@@ -231,40 +266,134 @@ def _code_fingerprint() -> str:
     return provenance.code_fingerprint(provenance.REPOSITORY)
 
 
+@functools.cache
+def _processor() -> str:
+    """This machine's CPU model and core count as a folder name. XLA compiles
+    for the processor it runs on, and a run trained on another gives other
+    numbers (see experiments/README.md), so records are read only where they
+    were made: a run trained again for its parameters matches its record."""
+    hardware = machine.hardware()
+    name = f"{hardware['cpu']} {hardware['cores']} cores".lower()
+    return "-".join("".join(c if c.isalnum() else " " for c in name).split())
+
+
 def _run_key(config) -> str:
     text = config.to_json_best_effort(sort_keys=True) + _code_fingerprint()
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def _record_path(setting: Setting, key: str) -> str:
+    return os.path.join(setting.records_dir, f"{key}.json")
+
+
+def _load_record(setting: Setting, key: str) -> dict | None:
+    path = _record_path(setting, key)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _save_record(trained: Trained) -> None:
+    """Written whole to a temporary file, then renamed over the old one: a
+    study stopped mid-write leaves the previous record, never half of one."""
+    path = _record_path(trained.setting, trained.key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(trained.record, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def _train_in_workdir(trained: Trained):
+    """Trains (or resumes, or reuses) the run in its work directory; its final
+    parameters. The run it fine-tunes from is made first when its export is
+    missing (a run recorded by another invocation, its work directory gone)."""
+    config = trained.config
+    pretrained = config.get("pretrained")
+    if pretrained and not os.path.exists(pretrained):
+        source = trained.setting.runs.get(os.path.dirname(pretrained))
+        if source is not None:
+            source.params  # noqa: B018 -- trains it, writing the export.
+    state = train_and_evaluate(config, trained.workdir)
+    stopped_at = Checkpoints.latest_step_in(os.path.join(trained.workdir, "checkpoints"))
+    if stopped_at < config.total_steps:
+        # The trainer returns early on SIGTERM, its checkpoint saved: a study
+        # must not go on to score a half-trained model.
+        raise SystemExit(
+            f"[mini] {trained.label} stopped at step {stopped_at} of {config.total_steps} "
+            "(interrupted): run the same command again to resume it."
+        )
+    return jax.device_get(state.params)
+
+
+def _parameters(trained: Trained) -> dict:
+    if not trained.workdir:  # An untrained model: its initialisation.
+        import jax.numpy as jnp
+
+        from vit_jax.models import get_model
+
+        config = trained.config
+        module = get_model(config.model_name, num_classes(config.dataset), **config.model)
+        size = config.image_size
+        params = module.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, size, size, 1)))
+        return jax.device_get(params["params"])
+    # Recorded by an earlier invocation whose work directory is gone.
+    print(f"[mini] {trained.label}: training again for its parameters", flush=True)
+    return _train_in_workdir(trained)
+
+
 def train(setting: Setting, config, label: str) -> Trained:
-    """Trains (or resumes, or reuses) the run of `config` in its own work directory."""
+    """The run of `config`: taken from its record when an earlier invocation
+    finished it, else trained (or resumed, or reused) in its own work
+    directory and recorded."""
     # Named by the config and the code: studies asking for the same run share
     # it, and a run made by other code (an earlier revision) is never reused.
-    workdir = os.path.join(setting.work_dir, _run_key(config))
+    key = _run_key(config)
+    workdir = os.path.join(setting.work_dir, key)
     print(
         f"[mini] {label}: {config.total_steps} steps of {config.batch_size} on "
         f"{config.dataset}[{config.train_split}] → {workdir}",
         flush=True,
     )
-    finished = Checkpoints.latest_step_in(os.path.join(workdir, "checkpoints"))
-    reused = finished >= config.total_steps
+    record = _load_record(setting, key)
+    trained = Trained(label, config, workdir, key, record or {}, setting)
+    setting.runs[workdir] = trained
     start = time.perf_counter()
-    state = train_and_evaluate(config, workdir)
-    stopped_at = Checkpoints.latest_step_in(os.path.join(workdir, "checkpoints"))
-    if stopped_at < config.total_steps:
-        # The trainer returns early on SIGTERM, its checkpoint saved: a study
-        # must not go on to score a half-trained model.
-        raise SystemExit(
-            f"[mini] {label} stopped at step {stopped_at} of {config.total_steps} "
-            "(interrupted): run the same command again to resume it."
+    if record is not None:
+        reused, how = True, f"recorded in {_record_path(setting, key)}"
+    else:
+        finished = Checkpoints.latest_step_in(os.path.join(workdir, "checkpoints"))
+        reused = finished >= config.total_steps
+        trained._params = _train_in_workdir(trained)
+        trained.record.update(
+            label=label,
+            training_seconds=training_seconds(workdir),
+            hardware=machine.hardware(),
+            finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            revision=provenance.code_revision(provenance.REPOSITORY),
+            scalars={tag: sorted(curve.items()) for tag, curve in logged_scalars(workdir).items()},
+            scores={},
         )
-    params = jax.device_get(state.params)
-    seconds = time.perf_counter() - start
+        _save_record(trained)
+        how = "reused" if reused else f"{time.perf_counter() - start:.0f} s"
     if setting.progress is not None:
-        how = "reused" if reused else f"{seconds:.0f} s"
-        line = setting.progress.record(seconds, reused, workdir)
+        line = setting.progress.record(time.perf_counter() - start, reused, trained)
         print(f"[mini] {label}: {how}; {line}", flush=True)
-    return Trained(label, config, workdir, params, seconds)
+    return trained
+
+
+def _scored(trained: Trained, name: str, score) -> float:
+    """The run's score `name`: from its record, else `score()`, then recorded."""
+    scores = trained.record.setdefault("scores", {})
+    if name not in scores:
+        scores[name] = float(score())
+        _save_record(trained)
+    return scores[name]
+
+
+def curves(trained: Trained) -> dict[str, dict[int, float]]:
+    """tag → {step: value} of the scalars the run's trainer logged (its record's)."""
+    return {tag: dict(points) for tag, points in trained.record.get("scalars", {}).items()}
 
 
 def accuracy(trained: Trained, split: str | None = None) -> float:
@@ -273,7 +402,12 @@ def accuracy(trained: Trained, split: str | None = None) -> float:
     if split is not None:
         config = config.copy_and_resolve_references()
         config.test_split = split
-    return float(accuracy_on_test_split(config, trained.params))
+
+    return _scored(
+        trained,
+        f"accuracy/{config.test_split}",
+        lambda: accuracy_on_test_split(config, trained.params),
+    )
 
 
 def fewshot_accuracy(setting: Setting, trained: Trained, dataset: str, shots: int = 5) -> float:
@@ -282,22 +416,26 @@ def fewshot_accuracy(setting: Setting, trained: Trained, dataset: str, shots: in
     from vit_jax.models import get_model
 
     config = trained.config
-    model = get_model(config.model_name, num_classes(config.dataset), **config.model)
     # Fashion-MNIST: 5k support images are plenty for 25 shots and keep it quick.
     fashion = _parent(dataset) == FASHION_MNIST
     train_split = setting.pick("train[:5000]", "train") if fashion else "train"
-    data = fewshot.data_from_registry(
-        dataset,
-        train_split,
-        "test",
-        preprocess=preprocessing(dataset, config.image_size),
-        batch_size=setting.batch(EVAL_BATCH),
-        data_dir=setting.data_dir if fashion else None,
-    )
-    metrics = fewshot.evaluate(
-        fewshot.representation_fn(model), trained.params, {dataset: data}, shots=(shots,)
-    )
-    return float(metrics[f"fewshot/{dataset}/{shots}shot"])
+
+    def probe():
+        model = get_model(config.model_name, num_classes(config.dataset), **config.model)
+        data = fewshot.data_from_registry(
+            dataset,
+            train_split,
+            "test",
+            preprocess=preprocessing(dataset, config.image_size),
+            batch_size=setting.batch(EVAL_BATCH),
+            data_dir=setting.data_dir if fashion else None,
+        )
+        metrics = fewshot.evaluate(
+            fewshot.representation_fn(model), trained.params, {dataset: data}, shots=(shots,)
+        )
+        return metrics[f"fewshot/{dataset}/{shots}shot"]
+
+    return _scored(trained, f"fewshot/{dataset}[{train_split}]/{shots}shot", probe)
 
 
 def score_pretrained(setting: Setting, trained: Trained) -> dict[str, float]:
@@ -311,15 +449,11 @@ def score_pretrained(setting: Setting, trained: Trained) -> dict[str, float]:
 
 def untrained(setting: Setting, config) -> Trained:
     """The model of `config` as initialised (its seed), not trained: the
-    baseline a probe of trained features has to beat."""
-    import jax.numpy as jnp
-
-    from vit_jax.models import get_model
-
-    module = get_model(config.model_name, num_classes(config.dataset), **config.model)
-    size = config.image_size
-    params = module.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, size, size, 1)))
-    return Trained("untrained", config, "", jax.device_get(params["params"]), 0.0)
+    baseline a probe of trained features has to beat. Its scores are recorded
+    under the run key of `config` with '-untrained'."""
+    key = _run_key(config) + "-untrained"
+    record = _load_record(setting, key) or {"label": "untrained", "scores": {}}
+    return Trained("untrained", config, "", key, record, setting)
 
 
 def logged_scalars(workdir: str) -> dict[str, dict[int, float]]:
