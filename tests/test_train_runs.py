@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,3 +152,58 @@ def test_ctrl_c_saves_the_step_and_the_run_resumes_bit_identical(tmp_path):
     assert log.count("Dataset digits[test]") == 1  # One evaluation, params and EMA alike.
     assert "train/loss=" not in log and "Hyperparameters" not in log
     assert max(len(line) for line in log.splitlines()) < 400
+
+
+# A script that trains in-process, as a notebook or a study does, and sends
+# itself SIGTERM at one moment of the run's end.
+_SIGNAL_AT_THE_END = """
+import dataclasses, os, signal, sys
+from configs import testing
+from vit_jax import train
+
+moment, workdir = sys.argv[1], sys.argv[2]
+config = testing.get_config()
+config.eval_every = 0  # The final evaluation is the only one.
+
+def preempt():
+    os.kill(os.getpid(), signal.SIGTERM)
+
+build_trainer, evaluate = train.build_trainer, train.evaluate
+
+def signalling_trainer(*args, **kwargs):
+    trainer = build_trainer(*args, **kwargs)
+    calls = []
+
+    def train_step(state, batch):
+        calls.append(1)
+        if moment == "last step" and len(calls) == config.total_steps:
+            preempt()
+        return trainer.train_step(state, batch)
+
+    return dataclasses.replace(trainer, train_step=train_step)
+
+def signalling_evaluate(*args, **kwargs):
+    if moment == "final evaluation":
+        preempt()
+    return evaluate(*args, **kwargs)
+
+train.build_trainer, train.evaluate = signalling_trainer, signalling_evaluate
+train.train_and_evaluate(config, workdir)
+print("the caller went on to its next run", flush=True)
+"""
+
+
+@pytest.mark.parametrize("moment", ["last step", "final evaluation"])
+def test_sigterm_at_the_end_finishes_the_run_then_stops_its_caller(tmp_path, moment):
+    """A SIGTERM that comes after the loop's last look is not lost: the run
+    finishes (evaluated, exported), then the signal stops the process, so a
+    script training run after run does not go on as if nothing was asked."""
+    workdir, log_path = tmp_path / "run", tmp_path / "run.log"
+    process = start([sys.executable, "-c", _SIGNAL_AT_THE_END, moment, str(workdir)], log_path)
+    process.wait(timeout=300)
+    log = log_path.read_text()
+    assert process.returncode == -signal.SIGTERM, f"exit {process.returncode}:\n{log[-3000:]}"
+    assert "Final test accuracy after 6 steps" in log, log[-3000:]
+    assert (workdir / "params.npz").exists()
+    assert "SIGTERM after the last step: the run is complete; stopping as asked." in log
+    assert "the caller went on" not in log

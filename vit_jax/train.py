@@ -179,7 +179,8 @@ def _train(config, workdir: str) -> TrainState:
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 finiteness.check(checkpoints.saved_steps())
                 checkpoints.save(state, description)
-            if preemption.requested(step):
+            # At the last step a signal lets the run finish; close() passes it on.
+            if step < total_steps and preemption.requested(step):
                 finiteness.check(checkpoints.saved_steps())
                 checkpoints.save(state, description)
                 checkpoints.wait()
@@ -208,10 +209,10 @@ def _train(config, workdir: str) -> TrainState:
         checkpoints.wait()
         return state
     finally:
-        preemption.close()
         writer.flush()
         writer.close()
         checkpoints.close()
+        preemption.close()
 
 
 def _metric_writer(workdir: str):
@@ -344,6 +345,7 @@ class PreemptionWatch:
         self.signal_name: str | None = None  # 'SIGTERM' | 'SIGINT' once one arrived.
         self._multihost = jax.process_count() > 1
         self._previous = {}
+        self._answered = False  # Whether `requested` has told the loop of the signal.
         if not self._multihost:  # Multi-host: jax's own preemption notifier listens.
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._previous[signum] = signal.signal(signum, self._on_signal)
@@ -366,11 +368,23 @@ class PreemptionWatch:
     def requested(self, step: int) -> bool:
         if self._multihost:
             return multihost_utils.reached_preemption_sync_point(step)
-        return self.signal_name is not None
+        self._answered = self.signal_name is not None
+        return self._answered
 
     def close(self):
+        """Restores the previous handlers. A signal the loop never saw (it came
+        at the last step or during the final evaluation and export, which
+        finish first) is delivered again to them, so that whoever sent it (a
+        scheduler, or a script training run after run in one process) is
+        still obeyed: the run is complete, its caller stops."""
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+        if self.signal_name is not None and not self._answered:
+            logging.warning(
+                "%s after the last step: the run is complete; stopping as asked.",
+                self.signal_name,
+            )
+            signal.raise_signal(signal.Signals[self.signal_name])
 
 
 # ---------------------------------------------------------------- evaluation and export
