@@ -113,18 +113,17 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_previous_one(tmp_path):
     assert _saved_steps(tmp_path) == [6, 8]
 
 
-# Run in a fresh interpreter: vit_jax.main defines its flags on import, and
-# vit_jax.compile (imported by other test modules) defines some of the same.
+# Run in a fresh interpreter, whose asyncio logger has no filter yet.
 _UNRETRIEVED_TASK = """
 import asyncio, gc, logging, sys
-import vit_jax.main
+from vit_jax.train_state import Checkpoints
+Checkpoints(sys.argv[2], keep=1)  # Any run's checkpoints: they install the filter.
 namespace = {}
 source = "async def read():\\n    raise ValueError('OUT_OF_RANGE')\\n"
 exec(compile(source, sys.argv[1], "exec"), namespace)
 records = []
 handler = logging.Handler()
 handler.emit = records.append
-handler.addFilter(vit_jax.main._quiet_libraries)
 logging.getLogger("asyncio").addHandler(handler)
 loop = asyncio.new_event_loop()
 task = loop.create_task(namespace["read"]())
@@ -137,12 +136,12 @@ for record in records:
 """
 
 
-def _unretrieved_task_lines(filename: str) -> list[str]:
-    """What asyncio logs, through the command line's filter, when it collects
-    a failed task nobody awaited, for an exception raised in code from
-    `filename` (as orbax's other reads of a damaged checkpoint are)."""
+def _unretrieved_task_lines(filename: str, checkpoint_dir) -> list[str]:
+    """What asyncio logs, in a process with a run's checkpoints, when it
+    collects a failed task nobody awaited, for an exception raised in code
+    from `filename` (as orbax's other reads of a damaged checkpoint are)."""
     result = subprocess.run(
-        [sys.executable, "-c", _UNRETRIEVED_TASK, filename],
+        [sys.executable, "-c", _UNRETRIEVED_TASK, filename, str(checkpoint_dir)],
         cwd=REPO,
         env=subprocess_env(),
         capture_output=True,
@@ -153,10 +152,10 @@ def _unretrieved_task_lines(filename: str) -> list[str]:
     return result.stdout.splitlines()
 
 
-def test_asyncio_tracebacks_of_orbax_reads_are_kept_out_and_others_shown():
+def test_asyncio_tracebacks_of_orbax_reads_are_kept_out_and_others_shown(tmp_path):
     orbax_file = os.path.join(os.path.dirname(ocp.__file__), "_src", "serialization", "read.py")
-    assert _unretrieved_task_lines(orbax_file) == []
-    shown = _unretrieved_task_lines(os.path.join(REPO, "user_code.py"))
+    assert _unretrieved_task_lines(orbax_file, tmp_path / "a") == []
+    shown = _unretrieved_task_lines(os.path.join(REPO, "user_code.py"), tmp_path / "b")
     assert shown == ["Task exception was never retrieved"]
 
 

@@ -152,7 +152,7 @@ def test_a_run_interrupted_by_a_signal_stops_the_study(toy_dirs, monkeypatch):
 
 
 def test_a_study_carries_on_from_its_records_without_the_work_directories(
-    toy_dirs, tmp_path, monkeypatch
+    toy_dirs, tmp_path, monkeypatch, capsys
 ):
     """A fresh checkout has the committed records but no workdirs/: recorded
     runs are not trained again and give their recorded numbers; a run that is
@@ -166,8 +166,9 @@ def test_a_study_carries_on_from_its_records_without_the_work_directories(
 
     work_dir = tmp_path / "work"
 
-    def sitting():
-        shutil.rmtree(work_dir, ignore_errors=True)  # A fresh checkout.
+    def sitting(fresh_checkout=True):
+        if fresh_checkout:
+            shutil.rmtree(work_dir, ignore_errors=True)
         setting = runs.Setting(
             toy=True,
             seeds=(0,),
@@ -211,6 +212,16 @@ def test_a_study_carries_on_from_its_records_without_the_work_directories(
     # The fine-tuning's record is lost: it trains again, from the source's
     # export, which has to be made again first.
     os.remove(os.path.join(first.records_dir, f"{tuned.key}.json"))
+    capsys.readouterr()
     third, once_more, _ = sitting()
     assert trainings == list(third.runs)  # The source, then the fine-tuning.
     assert once_more == numbers
+    assert "[mini] source: training again for its parameters" in capsys.readouterr().out
+
+    # The same with the work directories kept: the source's final checkpoint
+    # restores, so nothing says it is trained again.
+    os.remove(os.path.join(first.records_dir, f"{tuned.key}.json"))
+    os.remove(source_npz := third.runs[next(iter(third.runs))].npz)
+    sitting(fresh_checkout=False)
+    assert "training again" not in capsys.readouterr().out
+    assert os.path.exists(source_npz)

@@ -76,28 +76,14 @@ def _initialize_distributed() -> None:
 
 def _quiet_libraries(record) -> bool:
     """Keeps orbax's and jax's per-save INFO chatter out of the console, and
-    the tracebacks orbax logs for a failed read or write, which the loop
-    reports itself in one message (vit_jax.train_state): those its background
-    threads log, and those asyncio logs for orbax's other reads of a damaged
-    checkpoint ('Task exception was never retrieved') when it collects them,
-    at a moment that depends on the machine's load. Their other warnings and
-    errors still show."""
+    the tracebacks orbax's background threads log for a failed read or write,
+    which the loop reports itself in one message (vit_jax.train_state, which
+    also drops asyncio's copies of them). Their other warnings and errors
+    still show."""
     noisy = ("/orbax/", "/jax/_src/")
-    if record.name == "asyncio" and _raised_in_orbax(record.exc_info):
-        return False
     if not any(n in record.pathname for n in noisy):
         return True
     return record.levelno >= std_logging.WARNING and record.exc_info is None
-
-
-def _raised_in_orbax(exc_info) -> bool:
-    """Whether the exception of a log record's exc_info passed through orbax."""
-    traceback = exc_info[2] if exc_info else None
-    while traceback is not None:
-        if "/orbax/" in traceback.tb_frame.f_code.co_filename:
-            return True
-        traceback = traceback.tb_next
-    return False
 
 
 def _quiet_closed_event_loops(unraisable) -> None:

@@ -86,6 +86,21 @@ def check_same_model(saved: dict, current: dict, directory: str) -> None:
         )
 
 
+def _raised_outside_orbax(record: std_logging.LogRecord) -> bool:
+    """The filter Checkpoints puts on asyncio's logger. When a save fails (a
+    full disk) or a damaged checkpoint is read, orbax's other writes or reads
+    fail alike in its event loop, and asyncio logs each one nobody awaited,
+    with a traceback, when it collects it (at a moment that depends on the
+    machine's load); the loop reports the failure itself in one message. Those
+    are dropped; asyncio's other records pass."""
+    traceback = record.exc_info[2] if record.exc_info else None
+    while traceback is not None:
+        if "/orbax/" in traceback.tb_frame.f_code.co_filename:
+            return False
+        traceback = traceback.tb_next
+    return True
+
+
 class Checkpoints:
     """Orbax checkpoints of a TrainState under `directory`/<step>/."""
 
@@ -95,6 +110,9 @@ class Checkpoints:
             max_to_keep=keep, enable_async_checkpointing=asynchronous, create=True
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        asyncio_log = std_logging.getLogger("asyncio")
+        if _raised_outside_orbax not in asyncio_log.filters:
+            asyncio_log.addFilter(_raised_outside_orbax)
         self._unconfirmed: int | None = None  # The step of a save not known to be on disk.
         self._failed = False
 
@@ -148,10 +166,6 @@ class Checkpoints:
         except Exception as error:  # Orbax, tensorstore and the OS raise many kinds.
             failed = self._unconfirmed if self._unconfirmed is not None else step
             self._failed = True
-            # The save's other writes fail alike in orbax's event loop, and asyncio
-            # logs each unread one with a traceback when it is collected: the run
-            # stops with the one message below instead.
-            std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
             for path in epath.Path(self.directory).glob(f"{failed}.orbax-checkpoint-tmp*"):
                 with contextlib.suppress(OSError):
                     path.rmtree()

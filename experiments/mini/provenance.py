@@ -73,12 +73,7 @@ def made_by(result: dict, revision_digits: int = 40) -> str:
         parts.append(f"{result['training_seconds'] / 60:.1f} min of training")
     if "hardware" in result:
         hardware = result["hardware"]
-        here = f"{hardware['cpu']}, {hardware['cores']} cores"
-        parts += [result["finished"], here]
-        elsewhere = {k: n for k, n in result.get("run_hardware", {}).items() if k != here}
-        if elsewhere:
-            trained = ", ".join(f"{n} on {k}" for k, n in elsewhere.items())
-            parts.append(f"runs trained elsewhere: {trained}")
+        parts += [result["finished"], f"{hardware['cpu']}, {hardware['cores']} cores"]
     if result.get("toy"):
         parts.append("TOY SIZE")
     return " · ".join(parts)

@@ -209,10 +209,8 @@ def write(
         # Training runs: planned, done, and of those reused from earlier invocations.
         "runs": {k: getattr(setting.progress, k) for k in ("planned", "done", "reused")},
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        # Every run's too: records are read only on the processor that made them.
         "hardware": machine.hardware(),
-        # The machines the runs trained on ("CPU, N cores" → runs): a study
-        # carried on from its records may have trained some runs elsewhere.
-        "run_hardware": dict(setting.progress.hardware),
     }
     claim = module.CLAIM.to_json()
     verdict = result.verdict.to_json()

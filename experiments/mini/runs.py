@@ -75,16 +75,11 @@ class Progress:
     reused_seconds: float = 0.0
     # Run key → its training time over every invocation that trained it.
     training_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
-    # Distinct "CPU, N cores" the runs trained on, with how many runs each.
-    hardware: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def record(self, seconds: float, reused: bool, trained: "Trained") -> str:
         self.done += 1
         if trained.key not in self.training_seconds:
             self.training_seconds[trained.key] = trained.record["training_seconds"]
-            made_on = trained.record["hardware"]
-            made_on = f"{made_on['cpu']}, {made_on['cores']} cores"
-            self.hardware[made_on] = self.hardware.get(made_on, 0) + 1
         if reused:
             self.reused += 1
             self.reused_seconds += seconds
@@ -337,8 +332,11 @@ def _parameters(trained: Trained) -> dict:
         size = config.image_size
         params = module.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, size, size, 1)))
         return jax.device_get(params["params"])
-    # Recorded by an earlier invocation whose work directory is gone.
-    print(f"[mini] {trained.label}: training again for its parameters", flush=True)
+    # Recorded by an earlier invocation: its final checkpoint restores, or,
+    # its work directory gone, the run is trained again.
+    checkpoints = os.path.join(trained.workdir, "checkpoints")
+    if Checkpoints.latest_step_in(checkpoints) < trained.config.total_steps:
+        print(f"[mini] {trained.label}: training again for its parameters", flush=True)
     return _train_in_workdir(trained)
 
 
